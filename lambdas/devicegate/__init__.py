@@ -1,0 +1,1 @@
+"""devicegate: device conditional access for Okta, backed by Fleet."""
