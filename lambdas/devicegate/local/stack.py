@@ -1,0 +1,231 @@
+"""The local stack: the whole AWS side of devicegate on one laptop, on embedded defaults.
+
+    devicegate local up --state-dir DIR
+
+* key material created once in DIR and reused (SCEP CA, TLS CA + server certificate, IdP key,
+  the local "Okta" SP identity, the SCEP challenge);
+* a moto server process on loopback as the AWS endpoint (DynamoDB table + Secrets Manager),
+  its requests journaled in DIR so a restart keeps every issued certificate;
+* the two load balancers emulated by :mod:`devicegate.local.gateway`, dispatching real ALB
+  events to the very same handler functions the Lambdas run;
+* ``DIR/endpoints.json`` written atomically once all of that answers, removed on shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import routes as routes_mod
+from ..store import create_table
+from . import dynamo, pki
+from .gateway import Gateway, Route
+
+log = logging.getLogger("devicegate.local")
+
+TABLE = "devicegate"
+CA_SECRET = "devicegate/scep-ca"
+CHALLENGE_SECRET = "devicegate/scep-challenge"
+OKTA_AUDIENCE = "https://okta.devicegate.test/saml2/service-provider/spdevicegatelocal"
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Material:
+    scep_ca_pem: str
+    scep_ca_path: Path
+    scep_ca_secret: str
+    tls_ca_pem: str
+    tls_cert_path: Path
+    tls_key_path: Path
+    idp_cert_pem: str
+    sp_cert_pem: str
+    sp_key_pem: str
+    challenge: str
+
+
+def prepare_material(state: Path) -> Material:
+    """Create (first run) or load (later runs) everything the stack signs or trusts with."""
+    scep_ca, scep_key = pki.load_or_create_pair(
+        state / "ca", "scep-ca", lambda: _ca("devicegate local SCEP CA", scep=True)
+    )
+    tls_ca, tls_ca_key = pki.load_or_create_pair(state / "tls", "tls-ca", lambda: _ca("devicegate local TLS CA"))
+
+    def server():
+        key = pki.new_key()
+        return pki.server_certificate(tls_ca, tls_ca_key, key, ["localhost", HOST]), key
+
+    pki.load_or_create_pair(state / "tls", "server", server)
+    idp_cert, _ = pki.load_or_create_pair(state / "idp", "idp", lambda: _signer("devicegate local IdP"))
+    sp_cert, sp_key = pki.load_or_create_pair(state / "okta", "sp", lambda: _signer("devicegate local Okta SP"))
+    challenge_path = state / "scep_challenge"
+    if not challenge_path.exists():
+        pki.write_private(challenge_path, secrets.token_urlsafe(24) + "\n")
+    return Material(
+        scep_ca_pem=pki.pem_cert(scep_ca),
+        scep_ca_path=state / "ca" / "scep-ca.pem",
+        scep_ca_secret=json.dumps({"certificate": pki.pem_cert(scep_ca), "private_key": pki.pem_key(scep_key)}),
+        tls_ca_pem=pki.pem_cert(tls_ca),
+        tls_cert_path=state / "tls" / "server.pem",
+        tls_key_path=state / "tls" / "server.key",
+        idp_cert_pem=pki.pem_cert(idp_cert),
+        sp_cert_pem=pki.pem_cert(sp_cert),
+        sp_key_pem=pki.pem_key(sp_key),
+        challenge=challenge_path.read_text().strip(),
+    )
+
+
+def _ca(name: str, scep: bool = False):
+    key = pki.new_key()
+    return pki.self_signed_ca(name, key, scep=scep), key
+
+
+def _signer(name: str):
+    key = pki.new_key()
+    return pki.signing_certificate(name, key), key
+
+
+def handler_environment(endpoint: str) -> dict[str, str]:
+    """What infra sets on the Lambdas, pointed at the local endpoint."""
+    return {
+        **dynamo.LOCAL_CREDENTIALS,
+        "AWS_ENDPOINT_URL": endpoint,
+        "DEVICEGATE_TABLE": TABLE,
+        "DEVICEGATE_CA_SECRET": CA_SECRET,
+        "DEVICEGATE_SCEP_CHALLENGE_SECRET": CHALLENGE_SECRET,
+        # certmonger and scepclient cannot send URI SANs; locally a UUID CN names the host.
+        "DEVICEGATE_ACCEPT_CN_UUID": "true",
+    }
+
+
+def _ensure_aws_resources(endpoint: str, material: Material) -> None:
+    import boto3
+
+    kwargs = {"endpoint_url": endpoint, "region_name": dynamo.LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"]}
+    ddb = boto3.client("dynamodb", **kwargs)
+    if TABLE not in ddb.list_tables().get("TableNames", []):
+        create_table(ddb, TABLE)
+    sm = boto3.client("secretsmanager", **kwargs)
+    for name, value in ((CA_SECRET, material.scep_ca_secret), (CHALLENGE_SECRET, material.challenge)):
+        try:
+            current = sm.get_secret_value(SecretId=name)["SecretString"]
+        except sm.exceptions.ResourceNotFoundException:
+            sm.create_secret(Name=name, SecretString=value)
+            continue
+        if current != value:
+            sm.put_secret_value(SecretId=name, SecretString=value)
+
+
+def _reset_handler_caches() -> None:
+    # Handlers cache settings per "container"; the stack may have just changed the environment.
+    from ..scep import handler as scep_handler
+
+    scep_handler.reset()
+
+
+class LocalStack:
+    def __init__(self, state_dir: Path, *, public_port: int = 0, device_port: int = 0):
+        self.state = Path(state_dir).resolve()
+        self.public_port = public_port
+        self.device_port = device_port
+        self.moto: dynamo.MotoServer | None = None
+        self.gateway: Gateway | None = None
+        self.endpoints: dict | None = None
+
+    @property
+    def endpoints_path(self) -> Path:
+        return self.state / "endpoints.json"
+
+    def start(self) -> dict:
+        self.state.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state, 0o700)
+        self.endpoints_path.unlink(missing_ok=True)
+        material = prepare_material(self.state)
+        self.moto = dynamo.MotoServer(log_path=self.state / "aws-requests.jsonl").start()
+        try:
+            os.environ.update(handler_environment(self.moto.endpoint))
+            _ensure_aws_resources(self.moto.endpoint, material)
+            _reset_handler_caches()
+            routes = [Route(r.listener, r.path, r.load_handler(), name=f"devicegate-{r.function}") for r in routes_mod.ROUTES]
+            self.gateway = Gateway(
+                routes,
+                server_cert=material.tls_cert_path,
+                server_key=material.tls_key_path,
+                device_ca=material.scep_ca_path,
+                host=HOST,
+                public_port=self.public_port,
+                device_port=self.device_port,
+            ).start()
+        except BaseException:
+            self.stop()
+            raise
+        public = f"https://{HOST}:{self.gateway.public_port}"
+        device = f"https://{HOST}:{self.gateway.device_port}"
+        self.endpoints = {
+            "public_url": public,
+            "device_url": device,
+            "scep_url": f"{public}/scep",
+            "metadata_url": f"{public}/saml/metadata",
+            "sso_url": f"{device}/saml/sso",
+            "tls_ca": material.tls_ca_pem,
+            "scep_ca": material.scep_ca_pem,
+            "idp_cert": material.idp_cert_pem,
+            "scep_challenge": material.challenge,
+            "okta": {
+                "audience": OKTA_AUDIENCE,
+                "acs_url": f"{public}/okta/sso/saml2",
+                "sp_cert": material.sp_cert_pem,
+                "sp_key": material.sp_key_pem,
+            },
+            "dynamodb": {"endpoint": self.moto.endpoint, "table": TABLE},
+            # The simulated Fleet arrives with the Fleet issue; until then no Fleet is wired.
+            "fleet": {"mode": "none", "url": None},
+            "state_dir": str(self.state),
+            "pid": os.getpid(),
+        }
+        pki.write_private(self.endpoints_path, json.dumps(self.endpoints, indent=2) + "\n")  # atomic
+        return self.endpoints
+
+    def stop(self) -> None:
+        if self.endpoints_path.exists():
+            self.endpoints_path.unlink(missing_ok=True)
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+
+
+def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0) -> int:
+    """Run in the foreground until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stack = LocalStack(state_dir, public_port=public_port, device_port=device_port)
+    endpoints = stack.start()
+    try:
+        print(
+            "devicegate local stack is up\n"
+            f"  public (TLS)      {endpoints['public_url']}   SCEP: {endpoints['scep_url']}\n"
+            f"  device (mTLS)     {endpoints['device_url']}\n"
+            f"  DynamoDB (moto)   {endpoints['dynamodb']['endpoint']}  table {TABLE}\n"
+            f"  TLS CA            {stack.state / 'tls' / 'tls-ca.pem'}\n"
+            f"  SCEP CA           {stack.state / 'ca' / 'scep-ca.pem'}\n"
+            f"  SCEP challenge    {stack.state / 'scep_challenge'}\n"
+            f"  endpoints         {stack.endpoints_path}\n"
+            "Ctrl-C stops it; the state dir keeps the CA and issued certificates.",
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        stack.stop()
+        print("devicegate local stack stopped", file=sys.stderr, flush=True)
+    return 0

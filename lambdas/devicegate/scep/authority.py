@@ -1,0 +1,392 @@
+"""The SCEP certificate authority: issuance policy, certificate building, idempotent issuance.
+
+``Authority.respond`` takes the bytes of a PKIOperation and returns CertRep bytes. It never
+raises for anything a client sent, except :class:`protocol.Malformed` (the handler's 400).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from asn1crypto import csr as asn1_csr
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .. import store as store_mod
+from . import protocol
+from .protocol import FailInfo, MessageType, PkiStatus, Refusal
+
+log = logging.getLogger(__name__)
+
+MAX_VALIDITY_DAYS = 398
+BACKDATE = timedelta(minutes=5)  # tolerate clients whose clocks run a little behind
+UUID_URI_PREFIX = "urn:device:apple:uuid:"
+_UUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+_ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
+_MIN_RSA_BITS, _MAX_RSA_BITS = 2048, 8192
+# Subject attributes copied from the CSR; everything else is dropped.
+_SUBJECT_KEEP = (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME)
+_DIRECTORY_STRING_TYPES = ("printable_string", "utf8_string", "bmp_string")
+
+
+@dataclass(frozen=True)
+class CsrFacts:
+    csr: x509.CertificateSigningRequest
+    der: bytes
+    host_uuid: str | None  # canonical upper-case, from the SAN URI (or the CN when allowed)
+    challenge: str | None
+    subject: x509.Name
+
+
+def canonical_uuid(text: str) -> str | None:
+    return text.upper() if _UUID_RE.match(text) else None
+
+
+def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:
+    """Parse the PKCS#10 request and apply the policy that needs no context."""
+    try:
+        csr = x509.load_der_x509_csr(der)
+    except ValueError as exc:
+        raise Refusal(FailInfo.BAD_REQUEST, f"the CSR is not a valid PKCS#10 request: {protocol._short(exc)}") from None
+    if not csr.is_signature_valid:
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the CSR self-signature does not verify")
+    hash_alg = csr.signature_hash_algorithm
+    if hash_alg is None or hash_alg.name not in protocol.ALLOWED_DIGESTS:
+        name = hash_alg.name if hash_alg else "none"
+        raise Refusal(FailInfo.BAD_ALG, f"the CSR is signed with {name}; use SHA-256 or stronger")
+    _check_key(csr.public_key())
+    return CsrFacts(
+        csr=csr,
+        der=der,
+        host_uuid=_host_uuid(csr, accept_cn_uuid),
+        challenge=_challenge(der),
+        subject=_sanitised_subject(csr.subject),
+    )
+
+
+def _check_key(key) -> None:
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < _MIN_RSA_BITS:
+            raise Refusal(
+                FailInfo.BAD_REQUEST,
+                f"RSA key of {key.key_size} bits is too small; set Keysize to 2048 or more in the SCEP payload",
+            )
+        if key.key_size > _MAX_RSA_BITS:
+            raise Refusal(FailInfo.BAD_REQUEST, f"RSA key of {key.key_size} bits is larger than {_MAX_RSA_BITS}")
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if isinstance(key.curve, _ALLOWED_CURVES):
+            return
+        raise Refusal(FailInfo.BAD_REQUEST, f"EC curve {key.curve.name} is not allowed; use P-256 or P-384")
+    raise Refusal(FailInfo.BAD_REQUEST, "the CSR key must be RSA (2048+) or EC P-256/P-384")
+
+
+def _host_uuid(csr: x509.CertificateSigningRequest, accept_cn_uuid: bool) -> str | None:
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    except ValueError as exc:
+        raise Refusal(FailInfo.BAD_REQUEST, f"the CSR extensions are malformed: {protocol._short(exc)}") from None
+    if san is not None:
+        device_uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.lower().startswith(UUID_URI_PREFIX)]
+        if len(device_uris) > 1:
+            raise Refusal(FailInfo.BAD_REQUEST, "the CSR has more than one device UUID SAN URI")
+        if device_uris:
+            uuid = canonical_uuid(device_uris[0][len(UUID_URI_PREFIX):])
+            if uuid is None:
+                raise Refusal(FailInfo.BAD_REQUEST, f"SAN URI {device_uris[0][:80]!r} does not hold a well-formed UUID")
+            return uuid
+    if accept_cn_uuid:
+        cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if len(cns) == 1 and isinstance(cns[0].value, str):
+            return canonical_uuid(cns[0].value)
+    return None
+
+
+def _challenge(der: bytes) -> str | None:
+    # cryptography hides the string type of challengePassword; asn1crypto shows it, and we
+    # accept exactly the DirectoryString forms SCEP clients use.
+    request = asn1_csr.CertificationRequest.load(der)
+    for attribute in request["certification_request_info"]["attributes"]:
+        if attribute["type"].native != "challenge_password":
+            continue
+        values = attribute["values"]
+        if len(values) != 1:
+            raise Refusal(FailInfo.BAD_REQUEST, "challengePassword must have exactly one value")
+        value = values[0]
+        if value.name not in _DIRECTORY_STRING_TYPES:
+            raise Refusal(FailInfo.BAD_REQUEST, f"challengePassword as {value.name} is not supported")
+        try:
+            return value.chosen.native
+        except ValueError:
+            raise Refusal(FailInfo.BAD_REQUEST, "challengePassword is not a valid string") from None
+    return None
+
+
+def _sanitised_subject(subject: x509.Name) -> x509.Name:
+    kept = []
+    for attribute in subject:
+        if attribute.oid in _SUBJECT_KEEP and isinstance(attribute.value, str):
+            value = "".join(ch for ch in attribute.value if ch.isprintable()).strip()[:64]
+            if value:
+                kept.append(x509.NameAttribute(attribute.oid, value))
+    return x509.Name(kept)
+
+
+def challenge_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison; the lengths of the two may leak, their contents do not."""
+    if given is None or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def random_serial() -> int:
+    # 159 bits: positive in 20 DER octets, with the top bit set so it always has 158 random bits.
+    return secrets.randbits(158) | (1 << 158)
+
+
+def build_certificate(
+    facts: CsrFacts,
+    host_uuid: str,
+    *,
+    ca_cert: x509.Certificate,
+    ca_key,
+    validity_days: int,
+    now: datetime,
+    serial: int,
+) -> x509.Certificate:
+    if not 1 <= validity_days <= MAX_VALIDITY_DAYS:
+        raise ValueError(f"validity_days must be 1..{MAX_VALIDITY_DAYS}")
+    subject = facts.subject
+    if not subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        subject = x509.Name([*subject, x509.NameAttribute(NameOID.COMMON_NAME, host_uuid)])
+    not_before = now - BACKDATE
+    public_key = facts.csr.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(UUID_URI_PREFIX + host_uuid)]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+    )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def host_uuid_of(cert: x509.Certificate) -> str | None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(UUID_URI_PREFIX):
+            return canonical_uuid(uri[len(UUID_URI_PREFIX):])
+    return None
+
+
+class Authority:
+    def __init__(
+        self,
+        *,
+        ca_cert: x509.Certificate,
+        ca_key,
+        store: store_mod.Store,
+        challenge: Callable[[], str],
+        validity_days: int,
+        accept_cn_uuid: bool,
+        host_known: Callable[[str], bool] = lambda uuid: True,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.ca_cert = ca_cert
+        self.ca_key = ca_key
+        self.store = store
+        self.challenge = challenge
+        self.validity_days = validity_days
+        self.accept_cn_uuid = accept_cn_uuid
+        self.host_known = host_known
+        self.clock = clock
+
+    def respond(self, message: bytes) -> bytes:
+        """CertRep bytes for a PKIOperation message. Raises protocol.Malformed only."""
+        try:
+            request = protocol.parse_pki_message(message)
+        except Refusal as refusal:
+            return self._failure(refusal.reply_to, refusal)
+        try:
+            issued, cipher = self._handle(request)
+        except Refusal as refusal:
+            return self._failure(request.reply_to, refusal)
+        except store_mod.StoreUnavailable as exc:
+            log.error("scep storage unavailable: %s", exc)
+            text = "the CA cannot record certificates right now; retry later"
+            return self._failure(request.reply_to, Refusal(FailInfo.BAD_REQUEST, text))
+        except Exception:  # a bug of ours: answer in SCEP anyway, and hand out nothing
+            log.exception("scep internal error")
+            return self._failure(request.reply_to, Refusal(FailInfo.BAD_REQUEST, "internal error; retry later"))
+        return protocol.build_cert_rep(
+            request.reply_to,
+            status=PkiStatus.SUCCESS,
+            ca_cert=self.ca_cert,
+            ca_key=self.ca_key,
+            issued=issued,
+            recipient=request.signer,
+            cipher_name=cipher,
+        )
+
+    def _failure(self, reply_to, refusal: Refusal) -> bytes:
+        log.info("scep refusal: %s", refusal)
+        return protocol.build_cert_rep(
+            reply_to,
+            status=PkiStatus.FAILURE,
+            ca_cert=self.ca_cert,
+            ca_key=self.ca_key,
+            fail_info=refusal.fail_info,
+            fail_text=refusal.text,
+        )
+
+    def _handle(self, request: protocol.PkiMessage) -> tuple[x509.Certificate, str]:
+        if request.message_type in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ, MessageType.CERT_POLL):
+            if request.envelope is None:
+                raise Refusal(FailInfo.BAD_REQUEST, "the request has no pkcsPKIEnvelope")
+            opened = protocol.open_envelope(request.envelope, self.ca_cert, self.ca_key)
+        else:
+            raise Refusal(FailInfo.BAD_REQUEST, f"messageType {request.message_type} is not supported")
+        if request.message_type == MessageType.CERT_POLL:
+            return self._poll(request), opened.cipher_name
+        facts = inspect_csr(opened.plaintext, accept_cn_uuid=self.accept_cn_uuid)
+        return self._issue(request, facts), opened.cipher_name
+
+    def _poll(self, request: protocol.PkiMessage) -> x509.Certificate:
+        transaction = self.store.get_transaction(request.reply_to.transaction_id_key)
+        if transaction is None:
+            raise Refusal(FailInfo.BAD_CERT_ID, "no request with this transactionID")
+        if not hmac.compare_digest(transaction.requester_spki_sha256, request.signer_spki_sha256):
+            raise Refusal(FailInfo.BAD_CERT_ID, "the poll is not signed with the requester's key")
+        return self._recorded_certificate(transaction)
+
+    def _recorded_certificate(self, transaction: store_mod.Transaction) -> x509.Certificate:
+        record = self.store.get_certificate(transaction.serial)
+        if record is None:
+            raise store_mod.StoreUnavailable("transaction recorded without its certificate")
+        return x509.load_der_x509_certificate(record.der)
+
+    def _issue(self, request: protocol.PkiMessage, facts: CsrFacts) -> x509.Certificate:
+        csr_sha256 = hashlib.sha256(facts.der).hexdigest()
+        # A retried request (same transactionID) gets what it got before, and nothing new.
+        previous = self.store.get_transaction(request.reply_to.transaction_id_key)
+        if previous is not None:
+            return self._replay(previous, csr_sha256)
+
+        renewed_from = None
+        if request.message_type == MessageType.RENEWAL_REQ:
+            host_uuid, renewed_from = self._check_renewal(request, facts)
+        else:
+            if not challenge_matches(facts.challenge, self.challenge()):
+                raise Refusal(FailInfo.BAD_REQUEST, "the challenge password is wrong or missing")
+            host_uuid = facts.host_uuid
+        if host_uuid is None:
+            raise Refusal(
+                FailInfo.BAD_REQUEST,
+                f"the CSR has no SAN URI {UUID_URI_PREFIX}<hardware UUID> naming the host",
+            )
+        if not self.host_known(host_uuid):
+            raise Refusal(FailInfo.BAD_REQUEST, f"host {host_uuid} is not known to Fleet")
+
+        now = self.clock()
+        certificate = build_certificate(
+            facts,
+            host_uuid,
+            ca_cert=self.ca_cert,
+            ca_key=self.ca_key,
+            validity_days=self.validity_days,
+            now=now,
+            serial=random_serial(),
+        )
+        transaction = store_mod.Transaction(
+            key=request.reply_to.transaction_id_key,
+            csr_sha256=csr_sha256,
+            requester_spki_sha256=request.signer_spki_sha256,
+            serial=certificate.serial_number,
+        )
+        record = store_mod.CertificateRecord(
+            serial=certificate.serial_number,
+            host_uuid=host_uuid,
+            status="active",
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            issued_at=now,
+            der=certificate.public_bytes(Encoding.DER),
+            subject=certificate.subject.rfc4514_string(),
+            transaction_key=transaction.key,
+            kind="renewal" if renewed_from is not None else "enroll",
+            renewed_from=renewed_from,
+        )
+        # The certificate leaves only once it is recorded; a concurrent retry that recorded
+        # first wins, and we answer with its certificate instead.
+        try:
+            self.store.record_issuance(transaction, record)
+        except store_mod.AlreadyRecorded:
+            winner = self.store.get_transaction(transaction.key)
+            if winner is None:
+                raise store_mod.StoreUnavailable("conditional write failed but no transaction found") from None
+            return self._replay(winner, csr_sha256)
+        log.info("issued certificate serial=%x host=%s kind=%s", certificate.serial_number, host_uuid, record.kind)
+        return certificate
+
+    def _replay(self, transaction: store_mod.Transaction, csr_sha256: str) -> x509.Certificate:
+        if not hmac.compare_digest(transaction.csr_sha256, csr_sha256):
+            raise Refusal(FailInfo.BAD_REQUEST, "this transactionID was already used for a different CSR")
+        return self._recorded_certificate(transaction)
+
+    def _check_renewal(self, request: protocol.PkiMessage, facts: CsrFacts) -> tuple[str, int]:
+        """A RenewalReq is signed by a current certificate of ours; it renews that host."""
+        signer = request.signer
+        if signer.issuer != self.ca_cert.subject:
+            raise Refusal(FailInfo.BAD_REQUEST, "a RenewalReq must be signed by a certificate this CA issued")
+        try:
+            signer.verify_directly_issued_by(self.ca_cert)
+        except (InvalidSignature, ValueError, TypeError):
+            raise Refusal(FailInfo.BAD_REQUEST, "the renewing certificate was not issued by this CA") from None
+        record = self.store.get_certificate(signer.serial_number)
+        if record is None or not record.is_active(self.clock()):
+            raise Refusal(FailInfo.BAD_REQUEST, "the renewing certificate is revoked, expired or unknown")
+        if record.der != signer.public_bytes(Encoding.DER):
+            raise Refusal(FailInfo.BAD_REQUEST, "the renewing certificate does not match our record")
+        if facts.host_uuid is not None and facts.host_uuid != record.host_uuid:
+            raise Refusal(FailInfo.BAD_REQUEST, "the renewal CSR names a different host than the renewing certificate")
+        return record.host_uuid, record.serial
