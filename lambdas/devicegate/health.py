@@ -1,8 +1,15 @@
-"""``/healthz``: answers without touching storage, so it says the function is up, nothing more."""
+"""``/healthz`` on both load balancers. It touches no storage, so it says the function is up.
+
+On the device host it also says which client certificate the load balancer verified (serial,
+host UUID): the quickest way for an admin, or ``doctor``, to see the mTLS path end to end.
+"""
 
 from __future__ import annotations
 
+import json
+
 from . import alb
+from .scep.authority import host_uuid_of
 
 
 def lambda_handler(event, context):
@@ -10,4 +17,24 @@ def lambda_handler(event, context):
         request = alb.Request.from_event(event)
     except alb.BadEvent as exc:
         return alb.Response(400, f"bad request: {exc}\n").to_event(multi_value="multiValueHeaders" in (event or {}))
-    return alb.Response(200, "ok\n").to_event(request.multi_value)
+    return handle(request).to_event(request.multi_value)
+
+
+def handle(request: alb.Request) -> alb.Response:
+    try:
+        cert = alb.client_cert(request)
+    except alb.MtlsHeaderError as exc:
+        return alb.Response(400, f"bad client certificate headers: {exc}\n")
+    if cert is None:
+        return alb.Response(200, "ok\n")
+    body = {
+        "status": "ok",
+        "client_certificate": {
+            "serial": cert.serial_hex,
+            "host_uuid": host_uuid_of(cert.leaf) if cert.leaf is not None else None,
+            "subject": cert.subject,
+            "issuer": cert.issuer,
+            "not_after": cert.not_after.isoformat() if cert.not_after else None,
+        },
+    }
+    return alb.Response(200, json.dumps(body) + "\n", content_type="application/json")

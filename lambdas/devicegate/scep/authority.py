@@ -17,7 +17,7 @@ from typing import Callable
 
 from asn1crypto import csr as asn1_csr
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -59,12 +59,19 @@ def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:
         csr = x509.load_der_x509_csr(der)
     except ValueError as exc:
         raise Refusal(FailInfo.BAD_REQUEST, f"the CSR is not a valid PKCS#10 request: {protocol._short(exc)}") from None
-    if not csr.is_signature_valid:
-        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the CSR self-signature does not verify")
-    hash_alg = csr.signature_hash_algorithm
+    try:
+        hash_alg = csr.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        hash_alg = None
     if hash_alg is None or hash_alg.name not in protocol.ALLOWED_DIGESTS:
-        name = hash_alg.name if hash_alg else "none"
+        name = hash_alg.name if hash_alg else csr.signature_algorithm_oid.dotted_string
         raise Refusal(FailInfo.BAD_ALG, f"the CSR is signed with {name}; use SHA-256 or stronger")
+    try:
+        valid = csr.is_signature_valid
+    except (UnsupportedAlgorithm, ValueError):
+        valid = False
+    if not valid:
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the CSR self-signature does not verify")
     _check_key(csr.public_key())
     return CsrFacts(
         csr=csr,

@@ -146,7 +146,7 @@ def parse_pki_message(data: bytes) -> PkiMessage:
     if len(data) > MAX_MESSAGE_BYTES:
         raise Malformed(f"pkiMessage of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        info = cms.ContentInfo.load(data, strict=True)
+        info = cms.ContentInfo.load(definite_lengths(data), strict=True)
         if info["content_type"].native != "signed_data":
             raise Malformed("pkiMessage is not a CMS SignedData")
         signed = info["content"]
@@ -313,6 +313,137 @@ def _verify_signer_info(signer_info, attrs, signer, digest_name, sig_name, conte
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the pkiMessage signature does not verify") from None
 
 
+# ---------------------------------------------------------------------------- BER lengths
+
+_MAX_DEPTH = 40
+
+
+def definite_lengths(data: bytes) -> bytes:
+    """Rewrite indefinite lengths as definite ones, leaving every other octet as received.
+
+    asn1crypto reads indefinite lengths at the top of a structure but not inside every CHOICE
+    (a SignerIdentifier, for one); streaming encoders emit them anywhere. Subtrees without an
+    indefinite length come back byte-identical, so signatures over them still verify.
+    """
+    if b"\x80" not in data:
+        return data
+    out, end, _ = _definite_one(data, 0, 0)
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} bytes of trailing data")
+    return out
+
+
+def _read_header(data: bytes, offset: int) -> tuple[int, bytes, int | None, int]:
+    """(first tag octet, tag bytes, length or None if indefinite, offset of contents)."""
+    start = offset
+    if offset >= len(data):
+        raise ValueError("truncated tag")
+    first = data[offset]
+    offset += 1
+    if first & 0x1F == 0x1F:
+        while offset < len(data) and data[offset] & 0x80:
+            offset += 1
+        offset += 1
+    if offset >= len(data):
+        raise ValueError("truncated length")
+    tag = data[start:offset]
+    octet = data[offset]
+    offset += 1
+    if octet == 0x80:
+        return first, tag, None, offset
+    if octet & 0x80:
+        count = octet & 0x7F
+        if count > 4 or offset + count > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[offset:offset + count], "big")
+        offset += count
+    else:
+        length = octet
+    if offset + length > len(data):
+        raise ValueError("length runs past the data")
+    return first, tag, length, offset
+
+
+def _definite_one(data: bytes, offset: int, depth: int) -> tuple[bytes, int, bool]:
+    """(re-encoded element, offset after it in data, whether anything changed)."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("nesting too deep")
+    start = offset
+    first, tag, length, contents = _read_header(data, offset)
+    constructed = bool(first & 0x20)
+    if length is None and not constructed:
+        raise ValueError("indefinite length on a primitive element")
+    children, pos, changed = [], contents, length is None
+    end = None if length is None else contents + length
+    while (pos < end) if end is not None else data[pos:pos + 2] != b"\x00\x00":
+        if not constructed:
+            pos = end
+            break
+        child, pos, child_changed = _definite_one(data, pos, depth + 1)
+        children.append(child)
+        changed |= child_changed
+    if end is None:
+        pos += 2  # the end-of-contents octets
+    elif pos != end:
+        raise ValueError("child runs past its parent")
+    if not changed:
+        return data[start:pos], pos, False
+    body = b"".join(children)
+    return tag + _der_length(len(body)) + body, pos, True
+
+def _children(data: bytes) -> list[bytes]:
+    """The encoded children of one definite-length constructed element."""
+    _, _, length, pos = _read_header(data, 0)
+    end = pos + length
+    result = []
+    while pos < end:
+        _, _, child_len, child_contents = _read_header(data, pos)
+        result.append(data[pos:child_contents + child_len])
+        pos = child_contents + child_len
+    return result
+
+
+def _rewrap(element: bytes, children: list[bytes]) -> bytes:
+    _, tag, _, _ = _read_header(element, 0)
+    body = b"".join(children)
+    return tag + _der_length(len(body)) + body
+
+
+def _string_octets(element: bytes, depth: int = 0) -> bytes:
+    """The octets of a primitive or constructed (chunked) OCTET STRING."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("nesting too deep")
+    first, _, length, pos = _read_header(element, 0)
+    if not first & 0x20:
+        return element[pos:pos + length]
+    return b"".join(_string_octets(child, depth + 1) for child in _children(element))
+
+
+def primitive_encrypted_content(envelope: bytes) -> bytes:
+    """Make EncryptedContentInfo's [0] encryptedContent primitive.
+
+    BER lets it be a constructed [0] of OCTET STRING chunks (micromdm scepclient sends that),
+    which asn1crypto will not read as an IMPLICIT OCTET STRING.
+    """
+    content_info = _children(envelope)  # contentType, [0] content
+    if len(content_info) != 2:
+        return envelope
+    explicit = content_info[1]
+    enveloped = _children(explicit)[0]
+    parts = _children(enveloped)
+    for index, part in enumerate(parts):
+        if part[0] != 0x30 or index == 0:
+            continue
+        eci = _children(part)
+        if len(eci) == 3 and eci[2][0] == 0xA0:  # contentType, algorithm, constructed [0]
+            octets = _string_octets(eci[2])
+            eci[2] = b"\x80" + _der_length(len(octets)) + octets
+            parts[index] = _rewrap(part, eci)
+            new_enveloped = _rewrap(enveloped, parts)
+            return _rewrap(envelope, [content_info[0], _rewrap(explicit, [new_enveloped])])
+    return envelope
+
+
 def _set_header(length: int) -> bytes:
     return b"\x31" + _der_length(length)
 
@@ -330,7 +461,7 @@ def _der_length(length: int) -> bytes:
 def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey) -> OpenedEnvelope:
     """Decrypt the pkcsPKIEnvelope addressed to our CA."""
     try:
-        info = cms.ContentInfo.load(envelope, strict=True)
+        info = cms.ContentInfo.load(primitive_encrypted_content(definite_lengths(envelope)), strict=True)
         if info["content_type"].native != "enveloped_data":
             raise Refusal(FailInfo.BAD_REQUEST, "pkcsPKIEnvelope is not a CMS EnvelopedData")
         enveloped = info["content"]
@@ -497,7 +628,7 @@ def build_cert_rep(
         _scep_attr(OID_TRANSACTION_ID, reply_to.transaction_id),
     ]
     if status is PkiStatus.FAILURE:
-        attrs.append(_scep_attr(OID_FAIL_INFO, core.PrintableString(str(int(fail_info or FailInfo.BAD_REQUEST)))))
+        attrs.append(_scep_attr(OID_FAIL_INFO, core.PrintableString(str(int(FailInfo.BAD_REQUEST if fail_info is None else fail_info)))))
         if fail_text:
             attrs.append(_scep_attr(OID_FAIL_INFO_TEXT, core.UTF8String(fail_text[:MAX_FAIL_INFO_TEXT])))
     return _sign(attrs, content, digest_name, ca_cert, ca_key)

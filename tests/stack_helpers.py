@@ -1,0 +1,82 @@
+"""Drive a real local stack process from tests: start, wait for endpoints.json, stop."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+
+class StackProcess:
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.process: subprocess.Popen | None = None
+        self.endpoints: dict = {}
+        self.log = self.state_dir.parent / f"{self.state_dir.name}-stack.log"
+
+    def start(self, timeout: float = 60.0) -> dict:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "endpoints.json"
+        path.unlink(missing_ok=True)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "devicegate", "local", "up", "--state-dir", str(self.state_dir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"local stack exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"local stack not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        self.endpoints = json.loads(path.read_text())
+        return self.endpoints
+
+    def stop(self, sig=signal.SIGTERM) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+
+def tls_context(ca_pem: str, cert_pem: str | None = None, key_pem: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    if cert_pem:
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_file, key_file = Path(tmp, "c.pem"), Path(tmp, "k.pem")
+            cert_file.write_text(cert_pem)
+            key_file.write_text(key_pem)
+            ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+def request(url: str, ctx: ssl.SSLContext, method: str = "GET", body: bytes | None = None,
+            headers: dict | None = None, raw_path: str | None = None) -> tuple[int, dict, bytes]:
+    """One HTTPS request; ``raw_path`` sends exactly these path+query octets (no re-quoting)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx, timeout=30)
+    try:
+        path = raw_path or (parts.path + (f"?{parts.query}" if parts.query else ""))
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()

@@ -1,0 +1,313 @@
+"""SCEP issuance end to end in-process: protocol + policy + a real DynamoDB (moto over HTTP)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from devicegate.scep import protocol
+from devicegate.scep.authority import Authority
+from devicegate.scep.protocol import FailInfo, MessageType, PkiStatus
+from tests import scep_helpers as h
+
+
+@pytest.fixture
+def authority(store, scep_ca):
+    cert, key = scep_ca
+    return Authority(
+        ca_cert=cert, ca_key=key, store=store, challenge=lambda: "secret", validity_days=365, accept_cn_uuid=False
+    )
+
+
+def enroll(authority, message, requester_key):
+    reply = authority.respond(message)
+    return protocol.parse_cert_rep(reply, ca_cert=authority.ca_cert, requester_key=requester_key)
+
+
+def test_enrollment_issues_a_client_certificate_bound_to_the_host(authority, store):
+    host = h.new_uuid()
+    key = h.key()
+    message, nonce, _, _ = h.pkcs_req(authority.ca_cert, csr=h.make_csr(key, host_uuid=host), transaction_id="tx-1")
+    rep = enroll(authority, message, key)
+    assert rep.status is PkiStatus.SUCCESS
+    assert rep.recipient_nonce == nonce and rep.sender_nonce != nonce and len(rep.sender_nonce) == 16
+    assert rep.transaction_id == b"tx-1"
+    assert len(rep.certificates) == 1, "the certs-only reply holds only the issued certificate"
+    cert = rep.certificates[0]
+    cert.verify_directly_issued_by(authority.ca_cert)
+    assert cert.serial_number.bit_length() >= 128
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and not ku.key_encipherment and not ku.key_cert_sign
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [f"urn:device:apple:uuid:{host}"]
+    assert cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = authority.ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 365
+    record = store.get_certificate(cert.serial_number)
+    assert record.host_uuid == host and record.status == "active" and record.der == cert.public_bytes(
+        protocol.Encoding.DER
+    )
+    assert [r.serial for r in store.host_certificates(host)] == [cert.serial_number]
+
+
+@pytest.mark.parametrize("cipher", ["aes128_cbc", "aes192_cbc", "aes256_cbc", "tripledes_3key"])
+def test_reply_uses_the_request_cipher(authority, cipher):
+    key = h.key()
+    message, _, _, _ = h.pkcs_req(authority.ca_cert, private_key=key, cipher_name=cipher)
+    rep = enroll(authority, message, key)
+    assert rep.status is PkiStatus.SUCCESS and rep.cipher_name == cipher
+
+
+@pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
+def test_reply_digest_follows_the_request(authority, digest):
+    from asn1crypto import cms
+
+    key = h.key()
+    message, _, _, _ = h.pkcs_req(authority.ca_cert, private_key=key, digest_name=digest)
+    reply = authority.respond(message)
+    signer_info = cms.ContentInfo.load(reply)["content"]["signer_infos"][0]
+    assert signer_info["digest_algorithm"]["algorithm"].native == digest
+    # signatureAlgorithm is plain rsaEncryption, as SCEP clients expect
+    assert signer_info["signature_algorithm"]["algorithm"].dotted == "1.2.840.113549.1.1.1"
+    assert enroll(authority, message, key).status is PkiStatus.SUCCESS
+
+
+def test_retry_returns_the_same_certificate_and_issues_nothing_new(authority, store):
+    key = h.key()
+    host = h.new_uuid()
+    csr = h.make_csr(key, host_uuid=host)
+    first, _, _, signer = h.pkcs_req(authority.ca_cert, private_key=key, csr=csr, transaction_id="retry-me")
+    second, nonce2, _, _ = h.pkcs_req(authority.ca_cert, private_key=key, csr=csr, transaction_id="retry-me", signer_cert=signer)
+    a = enroll(authority, first, key)
+    b = enroll(authority, second, key)
+    assert a.certificates[0].serial_number == b.certificates[0].serial_number
+    assert b.recipient_nonce == nonce2
+    assert len(store.host_certificates(host)) == 1
+
+
+def test_concurrent_retries_issue_one_certificate(authority, store):
+    key = h.key()
+    host = h.new_uuid()
+    csr = h.make_csr(key, host_uuid=host)
+    messages = [h.pkcs_req(authority.ca_cert, private_key=key, csr=csr, transaction_id="race")[0] for _ in range(6)]
+    results = []
+    threads = [threading.Thread(target=lambda m=m: results.append(enroll(authority, m, key))) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    serials = {r.certificates[0].serial_number for r in results}
+    assert len(results) == 6 and all(r.status is PkiStatus.SUCCESS for r in results)
+    assert len(serials) == 1
+    assert len(store.host_certificates(host)) == 1
+
+
+def test_transaction_id_reused_for_another_csr_is_refused(authority):
+    key = h.key()
+    enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, transaction_id="same")[0], key)
+    rep = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, transaction_id="same")[0], key)
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
+    assert "different CSR" in rep.fail_text
+
+
+def expect_failure(authority, message, key, fail_info, text_part):
+    rep = enroll(authority, message, key)
+    assert rep.status is PkiStatus.FAILURE, rep
+    assert rep.fail_info is fail_info, rep.fail_text
+    assert text_part in rep.fail_text
+    assert rep.certificates == []
+    return rep
+
+
+def test_wrong_challenge(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge="wrong")
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "challenge")
+
+
+def test_missing_challenge(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge=None)
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "challenge")
+
+
+@pytest.mark.parametrize("kind", [_ASN1Type.PrintableString, _ASN1Type.UTF8String, _ASN1Type.BMPString])
+def test_challenge_string_types(store, scep_ca, kind):
+    cert, ca_key = scep_ca
+    challenge = "s3cret_!@" if kind != _ASN1Type.PrintableString else "s3cret"
+    auth = Authority(ca_cert=cert, ca_key=ca_key, store=store, challenge=lambda: challenge, validity_days=30, accept_cn_uuid=False)
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge=challenge, challenge_type=kind)
+    assert enroll(auth, h.pkcs_req(cert, private_key=key, csr=csr)[0], key).status is PkiStatus.SUCCESS
+
+
+def test_ia5_challenge_is_refused(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge_type=_ASN1Type.IA5String)
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "challenge")
+
+
+def test_1024_bit_key_is_refused_with_the_fix(authority):
+    small = h.key(1024)
+    csr = h.make_csr(small, host_uuid=h.new_uuid())
+    # the requester's signing cert can still be 2048-bit: the CSR key is what gets certified
+    message = h.pkcs_req(authority.ca_cert, private_key=h.key(), csr=csr)[0]
+    expect_failure(authority, message, h.key(), FailInfo.BAD_REQUEST, "Keysize")
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1()])
+def test_ec_csr_keys_are_accepted(authority, curve):
+    ec_key = ec.generate_private_key(curve)
+    csr = h.make_csr(ec_key, host_uuid=h.new_uuid())
+    rep = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=h.key(), csr=csr)[0], h.key())
+    assert rep.status is PkiStatus.SUCCESS
+    assert isinstance(rep.certificates[0].public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_p521_is_refused(authority):
+    csr = h.make_csr(ec.generate_private_key(ec.SECP521R1()), host_uuid=h.new_uuid())
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=h.key(), csr=csr)[0], h.key(), FailInfo.BAD_REQUEST, "P-256")
+
+
+def test_missing_san_uri(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=None)
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "SAN URI")
+
+
+@pytest.mark.parametrize("uri", ["urn:device:apple:uuid:not-a-uuid", "urn:device:apple:uuid:", "urn:device:apple:uuid:1234"])
+def test_malformed_san_uri(authority, uri):
+    key = h.key()
+    csr = h.make_csr(key, san_uris=[uri])
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "UUID")
+
+
+def test_two_device_uris_are_refused(authority):
+    key = h.key()
+    csr = h.make_csr(key, san_uris=[f"urn:device:apple:uuid:{h.new_uuid()}", f"urn:device:apple:uuid:{h.new_uuid()}"])
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "more than one")
+
+
+def test_cn_uuid_only_when_the_setting_allows_it(store, scep_ca):
+    cert, ca_key = scep_ca
+    key = h.key()
+    host = h.new_uuid()
+    csr = h.make_csr(key, cn=host.lower())
+    strict = Authority(ca_cert=cert, ca_key=ca_key, store=store, challenge=lambda: "secret", validity_days=30, accept_cn_uuid=False)
+    expect_failure(strict, h.pkcs_req(cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "SAN URI")
+    lax = Authority(ca_cert=cert, ca_key=ca_key, store=store, challenge=lambda: "secret", validity_days=30, accept_cn_uuid=True)
+    rep = enroll(lax, h.pkcs_req(cert, private_key=key, csr=csr)[0], key)
+    assert rep.status is PkiStatus.SUCCESS
+    san = rep.certificates[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [f"urn:device:apple:uuid:{host}"]
+
+
+def test_unknown_host_is_refused(store, scep_ca):
+    cert, ca_key = scep_ca
+    auth = Authority(ca_cert=cert, ca_key=ca_key, store=store, challenge=lambda: "secret", validity_days=30,
+                     accept_cn_uuid=False, host_known=lambda uuid: False)
+    key = h.key()
+    expect_failure(auth, h.pkcs_req(cert, private_key=key)[0], key, FailInfo.BAD_REQUEST, "not known")
+
+
+def test_subject_is_sanitised(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), cn="evil\x00\x07name" + "x" * 100)
+    rep = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key)
+    cn = rep.certificates[0].subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert cn.startswith("evilname") and len(cn) == 64
+
+
+def test_sha1_csr_signature_is_bad_alg(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), hash_alg=hashes.SHA1())
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_ALG, "SHA-256")
+
+
+def test_renewal_signed_by_current_certificate(authority, store):
+    key = h.key()
+    host = h.new_uuid()
+    first = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=h.make_csr(key, host_uuid=host))[0], key)
+    current = first.certificates[0]
+    new_key = h.key(slot=1)
+    csr = h.make_csr(new_key, host_uuid=host, challenge=None)
+    message = h.pkcs_req(authority.ca_cert, private_key=key, csr=csr, signer_cert=current, message_type=MessageType.RENEWAL_REQ)[0]
+    rep = enroll(authority, message, key)
+    assert rep.status is PkiStatus.SUCCESS, rep.fail_text
+    renewed = rep.certificates[0]
+    assert renewed.serial_number != current.serial_number
+    record = store.get_certificate(renewed.serial_number)
+    assert record.kind == "renewal" and record.renewed_from == current.serial_number and record.host_uuid == host
+
+
+def test_renewal_signed_by_a_stranger_is_refused(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge=None)
+    message = h.pkcs_req(authority.ca_cert, private_key=key, csr=csr, message_type=MessageType.RENEWAL_REQ)[0]
+    expect_failure(authority, message, key, FailInfo.BAD_REQUEST, "RenewalReq")
+
+
+def test_renewal_for_another_host_is_refused(authority):
+    key = h.key()
+    first = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key)[0], key)
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge=None)
+    message = h.pkcs_req(authority.ca_cert, private_key=key, csr=csr, signer_cert=first.certificates[0],
+                         message_type=MessageType.RENEWAL_REQ)[0]
+    expect_failure(authority, message, key, FailInfo.BAD_REQUEST, "different host")
+
+
+def test_cert_poll_returns_the_issued_certificate(authority):
+    key = h.key()
+    message, _, _, signer = h.pkcs_req(authority.ca_cert, private_key=key, transaction_id="poll-tx")
+    issued = enroll(authority, message, key).certificates[0]
+    poll = protocol.build_pki_message(message_type=MessageType.CERT_POLL, inner=b"\x30\x00", recipient=authority.ca_cert,
+                                      signer_cert=signer, signer_key=key, transaction_id="poll-tx")[0]
+    rep = enroll(authority, poll, key)
+    assert rep.status is PkiStatus.SUCCESS and rep.certificates[0].serial_number == issued.serial_number
+    unknown = protocol.build_pki_message(message_type=MessageType.CERT_POLL, inner=b"\x30\x00", recipient=authority.ca_cert,
+                                         signer_cert=signer, signer_key=key, transaction_id="never-seen")[0]
+    expect_failure(authority, unknown, key, FailInfo.BAD_CERT_ID, "transactionID")
+    other_key = h.key(slot=2)
+    stranger = protocol.build_pki_message(message_type=MessageType.CERT_POLL, inner=b"\x30\x00", recipient=authority.ca_cert,
+                                          signer_cert=h.self_signed(other_key), signer_key=other_key, transaction_id="poll-tx")[0]
+    expect_failure(authority, stranger, other_key, FailInfo.BAD_CERT_ID, "requester")
+
+
+def test_unsupported_message_type(authority):
+    key = h.key()
+    message = h.pkcs_req(authority.ca_cert, private_key=key, message_type=MessageType.GET_CRL)[0]
+    expect_failure(authority, message, key, FailInfo.BAD_REQUEST, "messageType")
+
+
+def test_storage_down_answers_failure_and_hands_out_nothing(scep_ca):
+    from devicegate.store import Store
+
+    cert, ca_key = scep_ca
+    dead = Store("nope", endpoint="http://127.0.0.1:9")  # discard port: connection refused
+    auth = Authority(ca_cert=cert, ca_key=ca_key, store=dead, challenge=lambda: "secret", validity_days=30, accept_cn_uuid=False)
+    key = h.key()
+    expect_failure(auth, h.pkcs_req(cert, private_key=key)[0], key, FailInfo.BAD_REQUEST, "retry later")
+
+
+def test_validity_is_capped():
+    from devicegate.scep.authority import MAX_VALIDITY_DAYS, build_certificate
+    assert MAX_VALIDITY_DAYS == 398
+    with pytest.raises(ValueError):
+        build_certificate(None, "X", ca_cert=None, ca_key=None, validity_days=399, now=None, serial=1)
+
+
+def test_serials_are_random_and_large():
+    from devicegate.scep.authority import random_serial
+    serials = {random_serial() for _ in range(1000)}
+    assert len(serials) == 1000
+    assert all(s.bit_length() == 159 for s in serials)
