@@ -1,0 +1,578 @@
+"""The Application Load Balancer ⇄ Lambda contract, and the only module that knows it.
+
+Handlers turn the ALB event into a `Request`, answer with a `Response`, and read the
+client certificate with `client_cert`. The local gateway uses `build_event`,
+`parse_response` and `format_mtls_headers` to play the ALB, so the shapes below exist
+exactly once.
+
+Facts from the AWS docs this module relies on ("Lambda functions as targets" and
+"Mutual authentication with TLS in Application Load Balancer"):
+
+* Request bodies and response JSON are limited to 1 MB.
+* Query names and values arrive still percent-encoded: "If the query parameters are
+  URL-encoded, the load balancer does not decode them." Without multi-value headers the
+  last value of a repeated header or parameter wins; with them every value is kept and
+  the fields are `multiValueHeaders` / `multiValueQueryStringParameters`, and the
+  response must use `multiValueHeaders` too.
+* Request body: base64 (`isBase64Encoded: true`) when `content-encoding` is present,
+  otherwise as is for text/*, application/json, application/javascript and
+  application/xml, base64 for every other type.
+* ALB adds `X-Amzn-Trace-Id` (e.g. `Root=1-5bdb40ca-556d8b0c50dc66f0511bf520`),
+  `X-Forwarded-For` (appends the client IP: the right-most entry is the one it saw),
+  `X-Forwarded-Port` and `X-Forwarded-Proto`.
+* mTLS verify mode adds, per the docs' examples:
+    X-Amzn-Mtls-Clientcert-Serial-Number: 03A5B1                 (hex, no colons)
+    X-Amzn-Mtls-Clientcert-Issuer: CN=rootcamtls.com,OU=rootCA,O=mTLS,L=Seattle,ST=Washington,C=US
+    X-Amzn-Mtls-Clientcert-Subject: CN=client_.com,OU=client-3,O=mTLS,ST=Washington,C=US
+    X-Amzn-Mtls-Clientcert-Validity: NotBefore=2023-09-21T01:50:17Z;NotAfter=2024-09-20T01:50:17Z
+    X-Amzn-Mtls-Clientcert-Leaf: -----BEGIN%20CERTIFICATE-----%0AMIIG<...>NmrUlw%0A-----END%20CERTIFICATE-----%0A
+  Issuer/Subject are RFC 2253 strings, Validity is ISO 8601, and the Leaf is the PEM
+  "URL-encoded ... with +=/ as safe characters": a `+` in the Leaf is base64, never a
+  space, so it is decoded with `unquote`, not `unquote_plus`. (The docs' passthrough
+  example shows `=` as `%3D` despite that sentence; decoding accepts both.)
+  Passthrough mode sends `X-Amzn-Mtls-Clientcert` (the whole chain) instead.
+
+Imported on every cold start: only light stdlib modules at import time; cryptography is
+imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# ALB's Lambda limits are "1 MB"; 1 MiB is the generous reading of that.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token (methods, header names)
+_BAD_HEADER_VALUE = re.compile(r"[\r\n\x00]")
+
+# What ALB sends to the Lambda as plain text (docs list); everything else is base64.
+_ALB_TEXT_REQUEST_TYPES = frozenset({"application/json", "application/javascript", "application/xml"})
+# What we send back as text. Anything else goes base64, which ALB decodes for the client.
+_TEXT_RESPONSE_TYPES = frozenset(
+    {
+        "application/json",
+        "application/xml",
+        "application/x-www-form-urlencoded",
+        "application/javascript",
+    }
+)
+
+
+class BadEvent(Exception):
+    """The Lambda event is not a well-formed ALB request event."""
+
+
+class BadResponse(ValueError):
+    """A handler's result is not a well-formed ALB response (ALB answers 502)."""
+
+
+class MtlsHeaderError(ValueError):
+    """mTLS client-certificate headers are present but malformed or inconsistent."""
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _is_text_response_type(content_type: str) -> bool:
+    media = _media_type(content_type)
+    return (
+        media.startswith("text/")
+        or media in _TEXT_RESPONSE_TYPES
+        or media.endswith("+xml")
+        or media.endswith("+json")
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    # Names and values exactly as ALB delivers them: still percent-encoded. Signature
+    # checks (SAML HTTP-Redirect) need the raw form; use query_value() for the decoded one.
+    query: dict[str, list[str]]
+    headers: dict[str, list[str]]  # names lowercased
+    body: bytes
+    multi_value: bool  # the response must use the same header style as the event
+    source_ip: str | None
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    def query_values(self, name: str) -> list[str]:
+        # Decoded with unquote, not unquote_plus: ALB leaves '+' alone and SAML's base64
+        # values contain literal '+' that must not become spaces.
+        out: list[str] = []
+        for raw_name, values in self.query.items():
+            if unquote(raw_name) == name:
+                out.extend(unquote(v) for v in values)
+        return out
+
+    def query_value(self, name: str) -> str | None:
+        values = self.query_values(name)
+        return values[0] if values else None
+
+    @classmethod
+    def from_event(cls, event: Any) -> Request:
+        if not isinstance(event, dict):
+            raise BadEvent("event is not a JSON object")
+        method = event.get("httpMethod")
+        if method is None:
+            method = "GET"
+        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+            raise BadEvent("httpMethod is not an HTTP method token")
+        path = event.get("path")
+        if path is None:
+            path = "/"
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise BadEvent("path is not a string starting with '/'")
+
+        mv_headers = event.get("multiValueHeaders")
+        mv_query = event.get("multiValueQueryStringParameters")
+        multi_value = mv_headers is not None or mv_query is not None
+        if multi_value:
+            headers = _multi_map(mv_headers, "multiValueHeaders", lower=True)
+            query = _multi_map(mv_query, "multiValueQueryStringParameters", lower=False)
+        else:
+            headers = _single_map(event.get("headers"), "headers", lower=True)
+            query = _single_map(event.get("queryStringParameters"), "queryStringParameters", lower=False)
+
+        return cls(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=_event_body(event),
+            multi_value=multi_value,
+            source_ip=_source_ip(headers),
+        )
+
+
+def _multi_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadEvent(f"{what} is not an object")
+    out: dict[str, list[str]] = {}
+    for name, values in value.items():
+        if not isinstance(name, str):
+            raise BadEvent(f"{what} has a non-string name")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise BadEvent(f"{what}[{name!r}] is not a list of strings")
+        out.setdefault(name.lower() if lower else name, []).extend(values)
+    return out
+
+
+def _single_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadEvent(f"{what} is not an object")
+    out: dict[str, list[str]] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise BadEvent(f"{what} must map strings to strings")
+        out.setdefault(name.lower() if lower else name, []).append(item)
+    return out
+
+
+def _event_body(event: dict) -> bytes:
+    body = event.get("body")
+    is_b64 = event.get("isBase64Encoded")
+    if is_b64 is None:
+        is_b64 = False
+    if not isinstance(is_b64, bool):
+        raise BadEvent("isBase64Encoded is not a boolean")
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        raise BadEvent("body is not a string")
+    if is_b64:
+        if len(body) > (MAX_BODY_BYTES + 2) // 3 * 4:  # refuse before decoding
+            raise BadEvent("body exceeds the 1 MiB limit")
+        try:
+            raw = binascii.a2b_base64(body.encode("ascii"), strict_mode=True)
+        except (UnicodeEncodeError, binascii.Error) as exc:
+            raise BadEvent(f"body is not valid base64: {exc}") from None
+    else:
+        if len(body) > MAX_BODY_BYTES:
+            raise BadEvent("body exceeds the 1 MiB limit")
+        try:
+            raw = body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadEvent("body is not encodable as UTF-8") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadEvent("body exceeds the 1 MiB limit")
+    return raw
+
+
+def _source_ip(headers: dict[str, list[str]]) -> str | None:
+    # ALB appends the address it saw, so only the right-most entry is trustworthy;
+    # anything left of it came from the client.
+    values = headers.get("x-forwarded-for")
+    if not values:
+        return None
+    last = values[-1].rsplit(",", 1)[-1].strip()
+    return last or None
+
+
+# -------------------------------------------------------------------------- responses
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes | str = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str | list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def text(cls, status: int, text: str, headers: dict[str, str | list[str]] | None = None) -> Response:
+        return cls(status, text, "text/plain; charset=utf-8", dict(headers or {}))
+
+    @classmethod
+    def html(cls, status: int, html: str, headers: dict[str, str | list[str]] | None = None) -> Response:
+        return cls(status, html, "text/html; charset=utf-8", dict(headers or {}))
+
+    @classmethod
+    def binary(
+        cls, status: int, data: bytes, content_type: str, headers: dict[str, str | list[str]] | None = None
+    ) -> Response:
+        return cls(status, bytes(data), content_type, dict(headers or {}))
+
+    def to_event(self, multi_value: bool) -> dict:
+        """The Lambda result ALB expects. Raises ValueError for responses ALB would reject."""
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 599:
+            raise ValueError(f"invalid HTTP status {self.status!r}")
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            values = [value] if isinstance(value, str) else list(value)
+            _check_header(name, values)
+            headers.setdefault(name.lower(), []).extend(values)
+        # A content-type in headers is the handler being explicit; it wins over the field.
+        content_type = headers.pop("content-type", [self.content_type])[-1]
+        _check_header("content-type", [content_type])
+        headers["content-type"] = [content_type]
+        headers.setdefault("cache-control", ["no-store"])  # login answers must never be cached
+
+        raw = self.body.encode("utf-8") if isinstance(self.body, str) else bytes(self.body)
+        body, is_b64 = None, True
+        if _is_text_response_type(content_type):
+            try:
+                body, is_b64 = raw.decode("utf-8"), False
+            except UnicodeDecodeError:
+                pass  # not valid text after all: base64 keeps the bytes intact
+        if body is None:
+            body = base64.b64encode(raw).decode("ascii")
+        if len(body) > MAX_RESPONSE_BYTES:  # ALB's limit is on the JSON, so after base64
+            raise ValueError("response body exceeds ALB's 1 MB limit")
+
+        try:
+            description = f"{self.status} {HTTPStatus(self.status).phrase}"
+        except ValueError:
+            description = str(self.status)
+        event: dict[str, Any] = {
+            "statusCode": self.status,
+            "statusDescription": description,
+            "isBase64Encoded": is_b64,
+            "body": body,
+        }
+        if multi_value:
+            event["multiValueHeaders"] = headers
+        else:
+            for name, values in headers.items():
+                if len(values) != 1:
+                    # Joining would corrupt Set-Cookie; the target group needs multi-value.
+                    raise ValueError(f"header {name!r} has {len(values)} values; needs multi-value headers")
+            event["headers"] = {name: values[0] for name, values in headers.items()}
+        return event
+
+
+def _check_header(name: Any, values: list[Any]) -> None:
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid header name {name!r}")
+    for value in values:
+        if not isinstance(value, str) or _BAD_HEADER_VALUE.search(value):
+            raise ValueError(f"invalid value for header {name!r}")  # no header injection
+
+
+# ------------------------------------------------- the ALB side (used by the local gateway)
+
+
+def build_event(
+    *,
+    method: str,
+    path: str,
+    raw_query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    target_group_arn: str,
+    multi_value: bool = True,
+) -> dict:
+    """The event ALB would send for this request (headers already filtered/added by the caller)."""
+    query: dict[str, list[str]] = {}
+    for part in raw_query.split("&"):
+        if part:
+            name, _, value = part.partition("=")  # a name without '=' gets ""
+            query.setdefault(name, []).append(value)  # still encoded, as ALB does
+    header_map: dict[str, list[str]] = {}
+    for name, value in headers:
+        header_map.setdefault(name.lower(), []).append(value)
+
+    encoded_body, is_b64 = "", False
+    if body:
+        content_type = header_map.get("content-type", [""])[-1]
+        is_text = "content-encoding" not in header_map and (
+            _media_type(content_type).startswith("text/") or _media_type(content_type) in _ALB_TEXT_REQUEST_TYPES
+        )
+        if is_text:
+            try:
+                encoded_body = body.decode("utf-8")
+            except UnicodeDecodeError:
+                is_text = False  # cannot go into JSON as text
+        if not is_text:
+            encoded_body, is_b64 = base64.b64encode(body).decode("ascii"), True
+
+    event: dict[str, Any] = {
+        "requestContext": {"elb": {"targetGroupArn": target_group_arn}},
+        "httpMethod": method,
+        "path": path,
+    }
+    if multi_value:
+        event["multiValueQueryStringParameters"] = query
+        event["multiValueHeaders"] = header_map
+    else:  # ALB's default format keeps the last value
+        event["queryStringParameters"] = {k: v[-1] for k, v in query.items()}
+        event["headers"] = {k: v[-1] for k, v in header_map.items()}
+    event["body"] = encoded_body
+    event["isBase64Encoded"] = is_b64
+    return event
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def parse_response(result: Any) -> HttpReply:
+    """What ALB sends to the client for a Lambda result; BadResponse where ALB gives 502."""
+    if not isinstance(result, dict):
+        raise BadResponse("result is not a JSON object")
+    status = result.get("statusCode")
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise BadResponse(f"invalid statusCode {status!r}")
+    multi, single = result.get("multiValueHeaders"), result.get("headers")
+    if not isinstance(multi, (dict, type(None))) or not isinstance(single, (dict, type(None))):
+        raise BadResponse("headers are not an object")
+    headers: list[tuple[str, str]] = []
+    try:
+        for name, values in (multi or {}).items():
+            if not isinstance(values, list):
+                raise ValueError(f"multiValueHeaders[{name!r}] is not a list")
+            _check_header(name, values)
+            headers.extend((name, v) for v in values)
+        for name, value in (single or {}).items():
+            _check_header(name, [value])
+            headers.append((name, value))
+    except ValueError as exc:
+        raise BadResponse(f"bad headers: {exc}") from None
+    body = result.get("body")
+    if body is None:
+        body = ""
+    if not isinstance(body, str):
+        raise BadResponse("body is not a string")
+    is_b64 = result.get("isBase64Encoded", False)
+    if not isinstance(is_b64, bool):
+        raise BadResponse("isBase64Encoded is not a boolean")
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise BadResponse("response exceeds ALB's 1 MB limit")
+    try:
+        raw = binascii.a2b_base64(body.encode("ascii"), strict_mode=True) if is_b64 else body.encode("utf-8")
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise BadResponse(f"bad body: {exc}") from None
+    return HttpReply(status, headers, raw)
+
+
+# ------------------------------------------------------------------------------ mTLS
+
+SERIAL_HEADER = "x-amzn-mtls-clientcert-serial-number"
+ISSUER_HEADER = "x-amzn-mtls-clientcert-issuer"
+SUBJECT_HEADER = "x-amzn-mtls-clientcert-subject"
+VALIDITY_HEADER = "x-amzn-mtls-clientcert-validity"
+LEAF_HEADER = "x-amzn-mtls-clientcert-leaf"
+CHAIN_HEADER = "x-amzn-mtls-clientcert"  # passthrough mode only; we never trust it
+MTLS_HEADERS = (SERIAL_HEADER, ISSUER_HEADER, SUBJECT_HEADER, VALIDITY_HEADER, LEAF_HEADER, CHAIN_HEADER)
+
+MAX_LEAF_CHARS = 16 * 1024  # a URL-encoded RSA-4096 leaf is ~2.5 KB; ALB caps headers at 64 KB
+_MAX_HEADER_CHARS = 4096
+_MAX_SERIAL_DIGITS = {"hex": 64, "decimal": 80}  # RFC 5280 allows 20 octets; leave slack
+_HEX_SERIAL = re.compile(r"[0-9A-Fa-f]+(?::[0-9A-Fa-f]+)*")
+_DEC_SERIAL = re.compile(r"[0-9]+")
+_INSTANT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"
+_VALIDITY = re.compile(rf"NotBefore=({_INSTANT});NotAfter=({_INSTANT})")
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    serial: int
+    leaf: x509.Certificate | None
+    subject: str | None
+    issuer: str | None
+    not_before: datetime | None
+    not_after: datetime | None
+
+    @property
+    def serial_hex(self) -> str:
+        return _serial_hex(self.serial)
+
+
+def client_cert(
+    request: Request,
+    serial_header: str = SERIAL_HEADER,
+    serial_format: str = "hex",
+    leaf_header: str = LEAF_HEADER,
+) -> ClientCert | None:
+    """The client certificate the TLS terminator verified, or None if it sent none.
+
+    serial_format is "hex" (ALB, nginx's $ssl_client_serial; colons and any case
+    tolerated) or "decimal" (Caddy). When the leaf is present it is authoritative and a
+    serial header must agree with it. Every malformed input raises MtlsHeaderError.
+    """
+    if serial_format not in _MAX_SERIAL_DIGITS:
+        raise MtlsHeaderError(f"unknown serial format {serial_format!r}")
+    serial_text = _one_header(request, serial_header.lower())
+    leaf_text = _one_header(request, leaf_header.lower(), MAX_LEAF_CHARS)
+    subject = _one_header(request, SUBJECT_HEADER)
+    issuer = _one_header(request, ISSUER_HEADER)
+    validity_text = _one_header(request, VALIDITY_HEADER)
+    if serial_text is None and leaf_text is None:
+        if subject is None and issuer is None and validity_text is None:
+            return None
+        raise MtlsHeaderError("certificate headers without a serial number or leaf")
+
+    header_serial = None if serial_text is None else _parse_serial(serial_text, serial_format)
+    not_before = not_after = None
+    if validity_text is not None:
+        not_before, not_after = _parse_validity(validity_text)
+    if leaf_text is None:
+        assert header_serial is not None
+        return ClientCert(header_serial, None, subject, issuer, not_before, not_after)
+
+    leaf = _parse_leaf(leaf_text)
+    try:
+        serial = leaf.serial_number
+        fields = (
+            leaf.subject.rfc4514_string(),
+            leaf.issuer.rfc4514_string(),
+            leaf.not_valid_before_utc,
+            leaf.not_valid_after_utc,
+        )
+    except Exception as exc:  # cryptography parses lazily; a bad field surfaces here
+        raise MtlsHeaderError(f"leaf certificate is malformed: {exc}") from None
+    if header_serial is not None and header_serial != serial:
+        raise MtlsHeaderError(f"serial header {serial_text!r} does not match the leaf certificate")
+    # Parsed from the leaf rather than the headers, so values are consistent across proxies.
+    return ClientCert(serial, leaf, *fields)
+
+
+def _one_header(request: Request, name: str, limit: int = _MAX_HEADER_CHARS) -> str | None:
+    values = request.headers.get(name)
+    if not values:
+        return None
+    if len(values) != 1:
+        raise MtlsHeaderError(f"{name} appears {len(values)} times")  # a smuggled copy
+    value = values[0].strip()
+    if not value:
+        return None  # e.g. nginx's $ssl_client_serial when no certificate was sent
+    if len(value) > limit:
+        raise MtlsHeaderError(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _parse_serial(text: str, serial_format: str) -> int:
+    pattern = _HEX_SERIAL if serial_format == "hex" else _DEC_SERIAL
+    if not pattern.fullmatch(text):
+        raise MtlsHeaderError(f"serial number {text!r} is not {serial_format}")
+    digits = text.replace(":", "")
+    if len(digits) > _MAX_SERIAL_DIGITS[serial_format]:
+        raise MtlsHeaderError("serial number is too long")
+    return int(digits, 16 if serial_format == "hex" else 10)
+
+
+def _parse_validity(text: str) -> tuple[datetime, datetime]:
+    match = _VALIDITY.fullmatch(text)
+    if not match:
+        raise MtlsHeaderError(f"validity header {text!r} is not NotBefore=...;NotAfter=...")
+    try:
+        return tuple(  # type: ignore[return-value]
+            datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) for s in match.groups()
+        )
+    except ValueError as exc:
+        raise MtlsHeaderError(f"validity header has an impossible date: {exc}") from None
+
+
+def _parse_leaf(text: str) -> x509.Certificate:
+    try:
+        pem = unquote(text, encoding="ascii", errors="strict")  # '+' stays '+' (base64)
+    except UnicodeDecodeError:
+        raise MtlsHeaderError("leaf is not URL-encoded ASCII") from None
+    pem = pem.strip()
+    if (
+        not pem.isascii()
+        or not pem.startswith(_PEM_BEGIN)
+        or not pem.endswith(_PEM_END)
+        or pem.count("-----BEGIN") != 1
+    ):
+        raise MtlsHeaderError("leaf is not exactly one PEM certificate")
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except Exception as exc:
+        raise MtlsHeaderError(f"leaf certificate does not parse: {exc}") from None
+
+
+def _serial_hex(serial: int) -> str:
+    digits = format(serial, "X")
+    return "0" * (len(digits) % 2) + digits  # whole octets, as in the docs' "03A5B1"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_mtls_headers(cert: x509.Certificate) -> dict[str, str]:
+    """The verify-mode headers ALB would add for this verified client certificate."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    pem = cert.public_bytes(Encoding.PEM).decode("ascii")
+    return {
+        "X-Amzn-Mtls-Clientcert-Serial-Number": _serial_hex(cert.serial_number),
+        # cryptography's RFC 4514 form: RFC 2253's successor, same order and escaping.
+        "X-Amzn-Mtls-Clientcert-Issuer": cert.issuer.rfc4514_string(),
+        "X-Amzn-Mtls-Clientcert-Subject": cert.subject.rfc4514_string(),
+        "X-Amzn-Mtls-Clientcert-Validity": (
+            f"NotBefore={_iso(cert.not_valid_before_utc)};NotAfter={_iso(cert.not_valid_after_utc)}"
+        ),
+        "X-Amzn-Mtls-Clientcert-Leaf": quote(pem, safe="+=/"),
+    }
