@@ -616,11 +616,13 @@ def build_cert_rep(
             raise ValueError("SUCCESS needs the issued certificate and the requester's certificate")
         content = seal_envelope(degenerate_certs_only([issued]), recipient, cipher_name)
     else:
-        content = None
+        # No pkcsPKIEnvelope, but an empty eContent rather than none: OpenSSL's PKCS7_verify
+        # (certmonger) treats absent content as detached and refuses the reply.
+        content = b""
     digest_name = reply_to.digest_name
     attrs = [
         _attr("content_type", "data"),
-        _attr("message_digest", hashlib.new(digest_name, content or b"").digest()),
+        _attr("message_digest", hashlib.new(digest_name, content).digest()),
         _scep_attr(OID_MESSAGE_TYPE, core.PrintableString(str(int(MessageType.CERT_REP)))),
         _scep_attr(OID_PKI_STATUS, core.PrintableString(str(int(status)))),
         _scep_attr(OID_SENDER_NONCE, core.OctetString(os.urandom(16))),
