@@ -27,12 +27,37 @@ class ConfigError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class ScepSettings:
     table: str
     ca_secret_id: str
     scep_challenge_secret_id: str
     cert_validity_days: int = 365
     accept_cn_uuid: bool = False
+
+
+@dataclass(frozen=True)
+class IdpSettings:
+    table: str
+    ca_secret_id: str  # the CA certificate: device certificates must chain to it
+    idp_key_secret_id: str
+    entity_id: str  # = the metadata URL
+    sso_url: str
+    okta_audience: str
+    okta_acs_url: str
+    okta_sp_cert_pem: str
+    require_signed_requests: bool = True
+    clock_skew_seconds: int = 120
+    sign_response: bool = True
+    name_id_from_device_user: bool = False
+    fail_mode: str = "closed"
+    max_data_age_seconds: int = 7200
+    strict_policies: bool = False
+    require_device_user: bool = False
+    allow_bypass: bool = False
+    bypass_window_seconds: int = 86400
+    my_device_url: str | None = None
+    serial_header: str = "x-amzn-mtls-clientcert-serial-number"
+    serial_format: str = "hex"
 
 
 def _required(env, key: str, fix: str) -> str:
@@ -67,9 +92,32 @@ def _int(env, key: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def from_env(env=None) -> Settings:
+def _choice(env, key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(key) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(choices)}", f"use one of {', '.join(choices)}")
+    return value
+
+
+def _https_url(env, key: str, fix: str) -> str:
+    value = _required(env, key, fix)
+    if not value.startswith("https://"):
+        raise ConfigError(key, f"{value!r} is not an https:// URL", fix)
+    return value
+
+
+def _certificate_pem(env, key: str, fix: str) -> str:
+    value = _required(env, key, fix)
+    try:
+        x509.load_pem_x509_certificate(value.encode())
+    except ValueError:
+        raise ConfigError(key, "is not a PEM certificate", fix) from None
+    return value
+
+
+def from_env(env=None) -> ScepSettings:
     env = os.environ if env is None else env
-    return Settings(
+    return ScepSettings(
         table=_required(env, "DEVICEGATE_TABLE", "set it to the DynamoDB table name (infra sets it)"),
         ca_secret_id=_required(
             env, "DEVICEGATE_CA_SECRET", "set it to the Secrets Manager id of the CA certificate and key"
@@ -82,9 +130,48 @@ def from_env(env=None) -> Settings:
     )
 
 
+def idp_from_env(env=None) -> IdpSettings:
+    env = os.environ if env is None else env
+    my_device = env.get("DEVICEGATE_MY_DEVICE_URL", "").strip() or None
+    if my_device is not None and not my_device.startswith("https://"):
+        raise ConfigError("DEVICEGATE_MY_DEVICE_URL", "is not an https:// URL", "use Fleet's https URL or unset it")
+    return IdpSettings(
+        table=_required(env, "DEVICEGATE_TABLE", "set it to the DynamoDB table name (infra sets it)"),
+        ca_secret_id=_required(env, "DEVICEGATE_CA_SECRET", "set it to the Secrets Manager id of the CA"),
+        idp_key_secret_id=_required(
+            env, "DEVICEGATE_IDP_KEY_SECRET", "set it to the Secrets Manager id of the IdP signing key and certificate"
+        ),
+        entity_id=_https_url(env, "DEVICEGATE_IDP_ENTITY_ID", "set it to https://<domain>/saml/metadata"),
+        sso_url=_https_url(env, "DEVICEGATE_SSO_URL", "set it to https://okta.<domain>/saml/sso"),
+        okta_audience=_required(env, "DEVICEGATE_OKTA_AUDIENCE", "set it to the Audience URI of the Okta IdP"),
+        okta_acs_url=_https_url(env, "DEVICEGATE_OKTA_ACS_URL", "set it to the ACS URL of the Okta IdP"),
+        okta_sp_cert_pem=_certificate_pem(
+            env, "DEVICEGATE_OKTA_SP_CERT", "set it to Okta's SP signing certificate (PEM) from the IdP's metadata"
+        ),
+        require_signed_requests=_bool(env, "DEVICEGATE_REQUIRE_SIGNED_REQUESTS", True),
+        clock_skew_seconds=_int(env, "DEVICEGATE_CLOCK_SKEW_SECONDS", 120, 0, 600),
+        sign_response=_bool(env, "DEVICEGATE_SIGN_RESPONSE", True),
+        name_id_from_device_user=_bool(env, "DEVICEGATE_NAMEID_FROM_DEVICE_USER", False),
+        fail_mode=_choice(env, "DEVICEGATE_FAIL_MODE", "closed", ("closed", "open")),
+        max_data_age_seconds=_int(env, "DEVICEGATE_MAX_DATA_AGE_SECONDS", 7200, 60, 30 * 86400),
+        strict_policies=_bool(env, "DEVICEGATE_STRICT_POLICIES", False),
+        require_device_user=_bool(env, "DEVICEGATE_REQUIRE_DEVICE_USER", False),
+        allow_bypass=_bool(env, "DEVICEGATE_ALLOW_BYPASS", False),
+        bypass_window_seconds=_int(env, "DEVICEGATE_BYPASS_WINDOW_SECONDS", 86400, 60, 30 * 86400),
+        my_device_url=my_device,
+        serial_header=(env.get("DEVICEGATE_SERIAL_HEADER") or "x-amzn-mtls-clientcert-serial-number").strip().lower(),
+        serial_format=_choice(env, "DEVICEGATE_SERIAL_FORMAT", "hex", ("hex", "decimal")),
+    )
+
+
 @lru_cache(maxsize=1)
-def load() -> Settings:
+def load() -> ScepSettings:
     return from_env()
+
+
+@lru_cache(maxsize=1)
+def load_idp() -> IdpSettings:
+    return idp_from_env()
 
 
 # ---------------------------------------------------------------------------- secrets
@@ -126,7 +213,30 @@ class CertificateAuthority:
     private_key: rsa.RSAPrivateKey
 
 
-def parse_ca_secret(secret_id: str, text: str) -> CertificateAuthority:
+@dataclass(frozen=True)
+class SigningKey:
+    certificate_pem: str
+    private_key: rsa.RSAPrivateKey
+    next_certificate_pem: str | None = None  # published in metadata during a rotation
+
+
+def parse_idp_secret(secret_id: str, text: str) -> SigningKey:
+    """The IdP key secret is JSON: {"certificate": PEM, "private_key": PEM, "next_certificate": PEM?}."""
+    ca = parse_ca_secret(secret_id, text, what="IdP signing key")
+    next_pem = json.loads(text).get("next_certificate") or None
+    if next_pem is not None:
+        try:
+            x509.load_pem_x509_certificate(next_pem.encode())
+        except ValueError:
+            raise ConfigError(secret_id, "next_certificate is not a PEM certificate", "store a PEM or remove it") from None
+    return SigningKey(
+        certificate_pem=ca.certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        private_key=ca.private_key,
+        next_certificate_pem=next_pem,
+    )
+
+
+def parse_ca_secret(secret_id: str, text: str, what: str = "CA") -> CertificateAuthority:
     """The CA secret is JSON: {"certificate": PEM, "private_key": PEM}."""
     try:
         data = json.loads(text)
@@ -135,11 +245,11 @@ def parse_ca_secret(secret_id: str, text: str) -> CertificateAuthority:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
             secret_id,
-            f"the CA secret is not JSON with PEM 'certificate' and 'private_key' ({type(exc).__name__})",
-            "store the CA as {\"certificate\": PEM, \"private_key\": PEM}",
+            f"the {what} secret is not JSON with PEM 'certificate' and 'private_key' ({type(exc).__name__})",
+            f"store the {what} as {{\"certificate\": PEM, \"private_key\": PEM}}",
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError(secret_id, "the CA key is not RSA", "SCEP clients encrypt to the CA: use an RSA key")
+        raise ConfigError(secret_id, f"the {what} key is not RSA", "use an RSA key (SCEP clients encrypt to the CA)")
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
-        raise ConfigError(secret_id, "the CA certificate and key do not match", "store the key of that certificate")
+        raise ConfigError(secret_id, f"the {what} certificate and key do not match", "store the key of that certificate")
     return CertificateAuthority(certificate=cert, private_key=key)

@@ -5,6 +5,10 @@ Key design (pk / sk, both strings):
     CERT#<serial hex>    CERT          a certificate we issued
     HOST#<UUID>          CERT#<hex>    host -> its certificates (query by pk)
     SCEPTX#<sha256>      SCEPTX        a SCEP transaction and the certificate it produced
+    SAMLREQ#<sha256>     SAMLREQ       an AuthnRequest ID already answered (replay guard, TTL)
+    PENDING#<sha256>     PENDING       a blocked login waiting for "check again" (TTL)
+    BYPASS#<UUID>        BYPASS        a one-time bypass used by this host (TTL = the window)
+    HOST#<UUID>          COMPLIANCE    the host's policy results as last synced from Fleet
 
 Serials are keyed as lowercase hex without leading zeros, whatever form a header carried.
 ``expires_at`` (epoch seconds) is the table's TTL attribute.
@@ -12,6 +16,8 @@ Serials are keyed as lowercase hex without leading zeros, whatever form a header
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -78,6 +84,10 @@ def _ts(value: datetime) -> dict:
 def _parse_ts(item: dict, name: str) -> datetime | None:
     raw = item.get(name, {}).get("S")
     return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
 class Store:
@@ -189,6 +199,120 @@ class Store:
                 },
             ],
         )
+
+    # -------------------------------------------------------------- SAML and compliance
+    def remember_request(self, issuer: str, request_id: str, expires_at: datetime) -> None:
+        """Record an AuthnRequest ID; AlreadyRecorded means it was seen before (a replay)."""
+        self._call(
+            "put_item",
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"SAMLREQ#{_digest(issuer, request_id)}"},
+                "sk": {"S": "SAMLREQ"},
+                TTL_ATTRIBUTE: {"N": str(int(expires_at.timestamp()))},
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def put_pending(self, token: str, data: dict, expires_at: datetime) -> None:
+        self._call(
+            "put_item",
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"PENDING#{_digest(token)}"},
+                "sk": {"S": "PENDING"},
+                "data": {"S": json.dumps(data, separators=(",", ":"))},
+                TTL_ATTRIBUTE: {"N": str(int(expires_at.timestamp()))},
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def get_pending(self, token: str, now: datetime) -> dict | None:
+        item = self._get(f"PENDING#{_digest(token)}", "PENDING")
+        # DynamoDB deletes expired items lazily: the TTL is checked here too.
+        if not item or int(item[TTL_ATTRIBUTE]["N"]) <= now.timestamp():
+            return None
+        return json.loads(item["data"]["S"])
+
+    def finish_pending(self, token: str) -> None:
+        """Consume a pending login; AlreadyRecorded when another request consumed it first."""
+        try:
+            self._call(
+                "delete_item",
+                TableName=self.table,
+                Key={"pk": {"S": f"PENDING#{_digest(token)}"}, "sk": {"S": "PENDING"}},
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except AlreadyRecorded:
+            raise AlreadyRecorded("the pending login was already used") from None
+
+    def bypass_used(self, host_uuid: str, now: datetime) -> bool:
+        item = self._get(f"BYPASS#{host_uuid}", "BYPASS")
+        return bool(item) and int(item[TTL_ATTRIBUTE]["N"]) > now.timestamp()
+
+    def use_bypass(self, host_uuid: str, now: datetime, window_seconds: int) -> None:
+        """Take the host's one bypass for the window; AlreadyRecorded if it is taken."""
+        self._call(
+            "put_item",
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"BYPASS#{host_uuid}"},
+                "sk": {"S": "BYPASS"},
+                "used_at": _ts(now),
+                TTL_ATTRIBUTE: {"N": str(int(now.timestamp()) + window_seconds)},
+            },
+            ConditionExpression="attribute_not_exists(pk) OR #ttl <= :now",
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+            ExpressionAttributeValues={":now": {"N": str(int(now.timestamp()))}},
+        )
+
+    def get_compliance(self, host_uuid: str):
+        """(HostCompliance, enforced policy ids) or None when the host has no data."""
+        from .compliance.decision import HostCompliance, PolicyResult
+
+        item = self._get(f"HOST#{host_uuid}", "COMPLIANCE")
+        if not item:
+            return None
+        rows = json.loads(item["results"]["S"])
+        results = tuple(
+            PolicyResult(
+                policy_id=str(r["id"]), name=r["name"], result=r.get("result"),
+                critical=bool(r.get("critical")), resolution=r.get("resolution"),
+            )
+            for r in rows
+        )
+        host = HostCompliance(
+            host_uuid=host_uuid,
+            hostname=item.get("hostname", {}).get("S"),
+            team_id=item.get("team_id", {}).get("S"),
+            results=results,
+            synced_at=_parse_ts(item, "synced_at"),
+            device_users=tuple(item.get("device_users", {}).get("SS", [])),
+        )
+        return host, frozenset(str(r["id"]) for r in rows if r.get("enforced"))
+
+    def put_compliance(self, host, enforced: frozenset[str] | set[str]) -> None:
+        rows = [
+            {
+                "id": r.policy_id, "name": r.name, "result": r.result, "critical": r.critical,
+                "resolution": r.resolution, "enforced": r.policy_id in enforced,
+            }
+            for r in host.results
+        ]
+        item = {
+            "pk": {"S": f"HOST#{host.host_uuid}"},
+            "sk": {"S": "COMPLIANCE"},
+            "results": {"S": json.dumps(rows, separators=(",", ":"))},
+        }
+        if host.hostname:
+            item["hostname"] = {"S": host.hostname}
+        if host.team_id:
+            item["team_id"] = {"S": host.team_id}
+        if host.synced_at:
+            item["synced_at"] = _ts(host.synced_at)
+        if host.device_users:
+            item["device_users"] = {"SS": sorted(set(host.device_users))}
+        self._call("put_item", TableName=self.table, Item=item)
 
 
 def _certificate_item(cert: CertificateRecord) -> dict:

@@ -1,0 +1,127 @@
+"""The compliance decision: a pure function of the host's policy results and the rules.
+
+Outcomes:
+* ``allow``   — no enforced policy fails (or a one-time bypass covers only non-critical ones);
+* ``block``   — at least one enforced policy fails; the reasons name each one;
+* ``unknown`` — we cannot tell (no data, stale data, user not on the device); the caller
+  treats it as a block unless ``fail_mode`` is ``open`` and the reason is staleness.
+
+Fleet's rule is that a policy without a result (the host has not run it yet) does not fail
+the host; ``strict`` turns a missing result into a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+ALLOW, BLOCK, UNKNOWN = "allow", "block", "unknown"
+
+
+class FailMode(str, Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    policy_id: str
+    name: str
+    result: str | None  # "pass" | "fail" | None (no result yet)
+    critical: bool = False
+    resolution: str | None = None  # Fleet's resolution text, shown to the user
+
+
+@dataclass(frozen=True)
+class HostCompliance:
+    host_uuid: str
+    hostname: str | None
+    team_id: str | None
+    results: tuple[PolicyResult, ...]
+    synced_at: datetime | None
+    device_users: tuple[str, ...] = ()  # emails/usernames Fleet maps to the host
+
+
+@dataclass(frozen=True)
+class Rules:
+    max_age: timedelta = timedelta(hours=2)
+    fail_mode: FailMode = FailMode.CLOSED
+    strict: bool = False  # a policy with no result fails the host
+    require_device_user: bool = False  # the Okta user must be one of the device's users
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str  # machine-readable: policy_failing, policy_no_result, stale, no_data, not_device_user, bypass
+    text: str  # what the user reads
+    policy: PolicyResult | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str
+    reasons: tuple[Reason, ...] = ()
+    failing: tuple[PolicyResult, ...] = ()
+    bypass_used: bool = False
+    bypass_possible: bool = False  # a bypass would let this login through (no critical failure)
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == ALLOW
+
+
+def decide(
+    host: HostCompliance | None,
+    *,
+    enforced: frozenset[str] | set[str],
+    now: datetime,
+    rules: Rules = Rules(),
+    okta_user: str | None = None,
+    bypass_available: bool = False,
+) -> Decision:
+    """Decide one login. ``enforced`` is the set of policy ids enforced for the host's team."""
+    if host is None:
+        return Decision(UNKNOWN, (Reason("no_data", "This device has no compliance data yet."),))
+
+    if rules.require_device_user:
+        users = {u.casefold() for u in host.device_users}
+        if okta_user is None or okta_user.casefold() not in users:
+            return Decision(
+                UNKNOWN,
+                (Reason("not_device_user", "You are not a user of this device in Fleet."),),
+            )
+
+    if host.synced_at is None or now - host.synced_at > rules.max_age:
+        stale = Reason("stale", "This device's compliance data is out of date.")
+        if rules.fail_mode is FailMode.OPEN:
+            return Decision(ALLOW, (stale,))
+        return Decision(UNKNOWN, (stale,))
+
+    failing: list[PolicyResult] = []
+    reasons: list[Reason] = []
+    reported = {r.policy_id for r in host.results}
+    # An enforced policy the host has no row for has no result either.
+    unreported = [PolicyResult(pid, f"Policy {pid}", None) for pid in sorted(enforced) if pid not in reported]
+    for result in (*host.results, *unreported):
+        if result.policy_id not in enforced:
+            continue
+        if result.result == "fail":
+            failing.append(result)
+            reasons.append(Reason("policy_failing", f"{result.name} is failing.", result))
+        elif result.result is None and rules.strict:
+            failing.append(result)
+            reasons.append(Reason("policy_no_result", f"{result.name} has not reported a result yet.", result))
+    if not failing:
+        return Decision(ALLOW)
+
+    bypass_possible = not any(p.critical for p in failing)
+    if bypass_available and bypass_possible:
+        return Decision(
+            ALLOW,
+            (*reasons, Reason("bypass", "Let through once: no failing policy is critical.")),
+            tuple(failing),
+            bypass_used=True,
+            bypass_possible=True,
+        )
+    return Decision(BLOCK, tuple(reasons), tuple(failing), bypass_possible=bypass_possible)
