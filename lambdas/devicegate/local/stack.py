@@ -23,17 +23,24 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from .. import routes as routes_mod
 from ..store import create_table
 from . import dynamo, pki
 from .gateway import Gateway, Route
+from .okta import LocalOkta
 
 log = logging.getLogger("devicegate.local")
 
 TABLE = "devicegate"
 CA_SECRET = "devicegate/scep-ca"
 CHALLENGE_SECRET = "devicegate/scep-challenge"
+IDP_KEY_SECRET = "devicegate/idp-signing-key"
 OKTA_AUDIENCE = "https://okta.devicegate.test/saml2/service-provider/spdevicegatelocal"
+OKTA_ACS_PATH = "/okta/sso/saml2"
+OKTA_LOGIN_PATH = "/okta/login"
 HOST = "127.0.0.1"
 
 
@@ -46,6 +53,7 @@ class Material:
     tls_cert_path: Path
     tls_key_path: Path
     idp_cert_pem: str
+    idp_secret: str
     sp_cert_pem: str
     sp_key_pem: str
     challenge: str
@@ -63,7 +71,7 @@ def prepare_material(state: Path) -> Material:
         return pki.server_certificate(tls_ca, tls_ca_key, key, ["localhost", HOST]), key
 
     pki.load_or_create_pair(state / "tls", "server", server)
-    idp_cert, _ = pki.load_or_create_pair(state / "idp", "idp", lambda: _signer("devicegate local IdP"))
+    idp_cert, idp_key = pki.load_or_create_pair(state / "idp", "idp", lambda: _signer("devicegate local IdP"))
     sp_cert, sp_key = pki.load_or_create_pair(state / "okta", "sp", lambda: _signer("devicegate local Okta SP"))
     challenge_path = state / "scep_challenge"
     if not challenge_path.exists():
@@ -76,6 +84,7 @@ def prepare_material(state: Path) -> Material:
         tls_cert_path=state / "tls" / "server.pem",
         tls_key_path=state / "tls" / "server.key",
         idp_cert_pem=pki.pem_cert(idp_cert),
+        idp_secret=json.dumps({"certificate": pki.pem_cert(idp_cert), "private_key": pki.pem_key(idp_key)}),
         sp_cert_pem=pki.pem_cert(sp_cert),
         sp_key_pem=pki.pem_key(sp_key),
         challenge=challenge_path.read_text().strip(),
@@ -92,8 +101,8 @@ def _signer(name: str):
     return pki.signing_certificate(name, key), key
 
 
-def handler_environment(endpoint: str) -> dict[str, str]:
-    """What infra sets on the Lambdas, pointed at the local endpoint."""
+def handler_environment(endpoint: str, *, public_url: str, device_url: str, sp_cert_pem: str) -> dict[str, str]:
+    """What infra sets on the Lambdas, pointed at the local endpoint and listeners."""
     return {
         **dynamo.LOCAL_CREDENTIALS,
         "AWS_ENDPOINT_URL": endpoint,
@@ -102,6 +111,12 @@ def handler_environment(endpoint: str) -> dict[str, str]:
         "DEVICEGATE_SCEP_CHALLENGE_SECRET": CHALLENGE_SECRET,
         # certmonger and scepclient cannot send URI SANs; locally a UUID CN names the host.
         "DEVICEGATE_ACCEPT_CN_UUID": "true",
+        "DEVICEGATE_IDP_KEY_SECRET": IDP_KEY_SECRET,
+        "DEVICEGATE_IDP_ENTITY_ID": f"{public_url}/saml/metadata",
+        "DEVICEGATE_SSO_URL": f"{device_url}/saml/sso",
+        "DEVICEGATE_OKTA_AUDIENCE": OKTA_AUDIENCE,
+        "DEVICEGATE_OKTA_ACS_URL": f"{public_url}{OKTA_ACS_PATH}",
+        "DEVICEGATE_OKTA_SP_CERT": sp_cert_pem,
     }
 
 
@@ -113,7 +128,11 @@ def _ensure_aws_resources(endpoint: str, material: Material) -> None:
     if TABLE not in ddb.list_tables().get("TableNames", []):
         create_table(ddb, TABLE)
     sm = boto3.client("secretsmanager", **kwargs)
-    for name, value in ((CA_SECRET, material.scep_ca_secret), (CHALLENGE_SECRET, material.challenge)):
+    for name, value in (
+        (CA_SECRET, material.scep_ca_secret),
+        (CHALLENGE_SECRET, material.challenge),
+        (IDP_KEY_SECRET, material.idp_secret),
+    ):
         try:
             current = sm.get_secret_value(SecretId=name)["SecretString"]
         except sm.exceptions.ResourceNotFoundException:
@@ -125,9 +144,23 @@ def _ensure_aws_resources(endpoint: str, material: Material) -> None:
 
 def _reset_handler_caches() -> None:
     # Handlers cache settings per "container"; the stack may have just changed the environment.
+    from ..saml import handler as saml_handler
     from ..scep import handler as scep_handler
 
     scep_handler.reset()
+    saml_handler.reset()
+
+
+class _LateOkta:
+    """Routes are fixed before the ports are known; the local Okta is built once they are."""
+
+    target: LocalOkta | None = None
+
+    def login(self, event, context):
+        return self.target.login_handler(event, context)
+
+    def acs(self, event, context):
+        return self.target.acs_handler(event, context)
 
 
 class LocalStack:
@@ -150,10 +183,12 @@ class LocalStack:
         material = prepare_material(self.state)
         self.moto = dynamo.MotoServer(log_path=self.state / "aws-requests.jsonl").start()
         try:
-            os.environ.update(handler_environment(self.moto.endpoint))
-            _ensure_aws_resources(self.moto.endpoint, material)
-            _reset_handler_caches()
             routes = [Route(r.listener, r.path, r.load_handler(), name=f"devicegate-{r.function}") for r in routes_mod.ROUTES]
+            okta = _LateOkta()
+            routes += [
+                Route("public", OKTA_LOGIN_PATH, okta.login, name="local-okta-login"),
+                Route("public", OKTA_ACS_PATH, okta.acs, name="local-okta-acs"),
+            ]
             self.gateway = Gateway(
                 routes,
                 server_cert=material.tls_cert_path,
@@ -163,11 +198,25 @@ class LocalStack:
                 public_port=self.public_port,
                 device_port=self.device_port,
             ).start()
+            public = f"https://{HOST}:{self.gateway.public_port}"
+            device = f"https://{HOST}:{self.gateway.device_port}"
+            os.environ.update(
+                handler_environment(self.moto.endpoint, public_url=public, device_url=device, sp_cert_pem=material.sp_cert_pem)
+            )
+            _ensure_aws_resources(self.moto.endpoint, material)
+            _reset_handler_caches()
+            okta.target = LocalOkta(
+                audience=OKTA_AUDIENCE,
+                acs_url=f"{public}{OKTA_ACS_PATH}",
+                sso_url=f"{device}/saml/sso",
+                idp_entity_id=f"{public}/saml/metadata",
+                idp_cert=x509.load_pem_x509_certificate(material.idp_cert_pem.encode()),
+                sp_key=serialization.load_pem_private_key(material.sp_key_pem.encode(), password=None),
+                sp_cert_pem=material.sp_cert_pem,
+            )
         except BaseException:
             self.stop()
             raise
-        public = f"https://{HOST}:{self.gateway.public_port}"
-        device = f"https://{HOST}:{self.gateway.device_port}"
         self.endpoints = {
             "public_url": public,
             "device_url": device,
@@ -180,7 +229,8 @@ class LocalStack:
             "scep_challenge": material.challenge,
             "okta": {
                 "audience": OKTA_AUDIENCE,
-                "acs_url": f"{public}/okta/sso/saml2",
+                "acs_url": f"{public}{OKTA_ACS_PATH}",
+                "login_url": f"{public}{OKTA_LOGIN_PATH}",
                 "sp_cert": material.sp_cert_pem,
                 "sp_key": material.sp_key_pem,
             },

@@ -119,7 +119,7 @@ def inflate(data: bytes) -> bytes:
 def from_redirect(raw_query: dict[str, list[str]], expect: Expectations, now: datetime) -> AuthnRequest:
     """HTTP-Redirect: ``raw_query`` holds names and values exactly as received (still
     percent-encoded); the signature covers those octets, not a re-encoding of them."""
-    raw_pairs = [(unquote(name), raw_name, value) for raw_name, values in raw_query.items() for value in values]
+    raw_pairs = [(unquote(raw_name), raw_name, value) for raw_name, values in raw_query.items() for value in values]
     decoded = [(name, unquote(value)) for name, _, value in raw_pairs]
     encoded = _single(decoded, "SAMLRequest")
     if encoded is None:

@@ -1,0 +1,327 @@
+"""The IdP Lambda: ``/saml/metadata`` (public host), ``/saml/sso`` and ``/saml/recheck``
+(device host, behind mTLS verify).
+
+Per login: one read for the certificate, one conditional write for the request ID, one read
+for the host's compliance. Every failure is a page with a reason and never a Response; when
+storage is unreachable the answer is a 503 page (fail closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .. import alb, settings
+from ..compliance import decision as decision_mod
+from ..compliance.source import ComplianceSource, StoreSource
+from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
+from . import authn_request, metadata, pages, response
+
+log = logging.getLogger(__name__)
+
+PENDING_TTL = timedelta(minutes=10)
+EMAIL_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+
+
+@dataclass
+class Idp:
+    config: settings.IdpSettings
+    expect: authn_request.Expectations
+    signer: response.Signer
+    metadata_xml: bytes
+    ca_cert: x509.Certificate
+    store: Store
+    source: ComplianceSource
+    rules: decision_mod.Rules
+    clock: object = staticmethod(lambda: datetime.now(timezone.utc))
+
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _idp() -> Idp:
+    with _lock:
+        if "idp" not in _state:
+            config = settings.load_idp()
+            secrets_client = settings.Secrets()
+            ca = settings.parse_ca_secret(config.ca_secret_id, secrets_client.get(config.ca_secret_id, ttl=float("inf")))
+            key = settings.parse_idp_secret(
+                config.idp_key_secret_id, secrets_client.get(config.idp_key_secret_id, ttl=float("inf"))
+            )
+            store = Store(config.table)
+            certs = [key.certificate_pem] + ([key.next_certificate_pem] if key.next_certificate_pem else [])
+            _state["idp"] = Idp(
+                config=config,
+                expect=authn_request.Expectations(
+                    audience=config.okta_audience,
+                    sso_url=config.sso_url,
+                    acs_url=config.okta_acs_url,
+                    sp_cert=x509.load_pem_x509_certificate(config.okta_sp_cert_pem.encode()),
+                    require_signed=config.require_signed_requests,
+                    clock_skew=timedelta(seconds=config.clock_skew_seconds),
+                ),
+                signer=response.Signer(key=key.private_key, cert_pem=key.certificate_pem),
+                metadata_xml=metadata.build_metadata(entity_id=config.entity_id, sso_url=config.sso_url, signing_certs=certs),
+                ca_cert=ca.certificate,
+                store=store,
+                source=StoreSource(store),
+                rules=decision_mod.Rules(
+                    max_age=timedelta(seconds=config.max_data_age_seconds),
+                    fail_mode=decision_mod.FailMode(config.fail_mode),
+                    strict=config.strict_policies,
+                    require_device_user=config.require_device_user,
+                ),
+            )
+            if not config.require_signed_requests:
+                log.warning("DEVICEGATE_REQUIRE_SIGNED_REQUESTS is false: unsigned AuthnRequests are accepted")
+        return _state["idp"]
+
+
+def reset() -> None:
+    with _lock:
+        _state.clear()
+    settings.load_idp.cache_clear()
+
+
+def lambda_handler(event, context):
+    try:
+        request = alb.Request.from_event(event)
+    except alb.BadEvent as exc:
+        return pages.bad_request(f"the load balancer event is unusable: {exc}").to_event(
+            multi_value="multiValueHeaders" in (event or {})
+        )
+    return handle(request).to_event(request.multi_value)
+
+
+def handle(request: alb.Request) -> alb.Response:
+    try:
+        idp = _idp()
+    except settings.ConfigError as exc:
+        log.error("idp configuration error: %s", exc)
+        return pages.unavailable("The sign-in service is misconfigured. IT has been told.")
+    except Exception:  # secrets unreachable at start-up: fail closed, say so
+        log.exception("idp start-up failed")
+        return pages.unavailable("The sign-in service is starting up or cannot reach its keys. Try again shortly.")
+    try:
+        if request.path == "/saml/metadata":
+            if request.method not in ("GET", "HEAD"):
+                return pages.bad_request("metadata is fetched with GET")
+            return alb.Response(200, idp.metadata_xml, content_type=metadata.CONTENT_TYPE,
+                                headers={"cache-control": "public, max-age=300"})
+        if request.path == "/saml/sso":
+            return _sso(idp, request)
+        if request.path == "/saml/recheck":
+            return _recheck(idp, request)
+        return pages.not_found()
+    except StoreUnavailable as exc:
+        log.error("idp storage unavailable: %s", exc)
+        return pages.unavailable("Device compliance cannot be checked right now, so sign-in is paused. Try again shortly.")
+    except Exception:  # a bug of ours: fail closed with a page, never a stack trace
+        log.exception("idp internal error")
+        return pages.unavailable("The sign-in service hit an internal error. Try again; if it persists, contact IT.")
+
+
+# ------------------------------------------------------------------------------ device identity
+
+
+def _device(idp: Idp, request: alb.Request, now: datetime) -> CertificateRecord | alb.Response:
+    """The certificate record behind the verified client certificate, or the page to show."""
+    try:
+        presented = alb.client_cert(request, serial_header=idp.config.serial_header, serial_format=idp.config.serial_format)
+    except alb.MtlsHeaderError as exc:
+        log.warning("unusable client certificate headers: %s", exc)
+        return pages.bad_request("the device certificate information from the load balancer is unusable")
+    if presented is None:
+        return pages.no_certificate()
+    record = idp.store.get_certificate(presented.serial)
+    if record is None:
+        return pages.unknown_certificate()
+    if presented.leaf is not None:
+        leaf = presented.leaf
+        if leaf.public_bytes(Encoding.DER) != record.der or leaf.issuer != idp.ca_cert.subject:
+            return pages.unknown_certificate()
+        try:  # the load balancer verified the chain already; this costs one RSA verify
+            leaf.verify_directly_issued_by(idp.ca_cert)
+        except Exception:
+            return pages.unknown_certificate()
+    if record.status != "active":
+        return pages.revoked_certificate()
+    if not record.not_before <= now < record.not_after:
+        return pages.expired_certificate()
+    return record
+
+
+# ------------------------------------------------------------------------------ SSO
+
+
+def _sso(idp: Idp, request: alb.Request) -> alb.Response:
+    now = idp.clock()
+    try:
+        if request.method == "GET":
+            authn = authn_request.from_redirect(request.query, idp.expect, now)
+        elif request.method == "POST":
+            content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+            if content_type != "application/x-www-form-urlencoded":
+                return pages.bad_request("the sign-in request must be posted as a form")
+            authn = authn_request.from_post(request.body, idp.expect, now)
+        else:
+            return pages.bad_request("sign-in requests use GET or POST")
+    except authn_request.RequestRefused as exc:
+        log.info(json.dumps({"event": "sso_refused", "reason": exc.reason}))
+        return pages.bad_request(exc.reason)
+
+    device = _device(idp, request, now)
+    if isinstance(device, alb.Response):
+        _audit("sso", authn, None, "refused", device.status)
+        return device
+
+    # A request ID is answered once; keep it past the skew window so a replay is always seen.
+    try:
+        idp.store.remember_request(authn.issuer, authn.id, now + 2 * idp.expect.clock_skew + timedelta(minutes=5))
+    except AlreadyRecorded:
+        _audit("sso", authn, device, "replay", 400)
+        return pages.bad_request("this sign-in request was already used; start again from Okta")
+
+    pending = {
+        "request_id": authn.id,
+        "name_id": authn.name_id,
+        "name_id_format": authn.name_id_format,
+        "relay_state": authn.relay_state,
+        "serial": format(device.serial, "x"),
+        "host_uuid": device.host_uuid,
+    }
+    return _answer(idp, pending, device, now, action="login")
+
+
+def _answer(idp: Idp, pending: dict, device: CertificateRecord, now: datetime, *, action: str,
+            token: str | None = None, bypass: bool = False) -> alb.Response:
+    compliance = idp.source.host(device.host_uuid, refresh=action != "login")
+    host, enforced = compliance if compliance else (None, frozenset())
+    name_id, name_id_format = pending["name_id"], pending["name_id_format"]
+    if name_id is None:
+        users = host.device_users if host else ()
+        if idp.config.name_id_from_device_user and len(users) == 1:
+            name_id = users[0]
+            name_id_format = EMAIL_FORMAT if "@" in name_id else None
+        else:
+            return pages.bad_request(
+                "Okta's request did not say who is signing in, and this IdP does not guess. "
+                "Ask IT to check the Okta IdP settings."
+            )
+    verdict = decision_mod.decide(host, enforced=enforced, now=now, rules=idp.rules, okta_user=name_id,
+                                  bypass_available=bypass)
+    if verdict.allowed:
+        if token is not None:
+            try:
+                idp.store.finish_pending(token)
+            except AlreadyRecorded:
+                return pages.bad_request("this sign-in was already completed; start again from Okta")
+        xml = response.build_response(
+            in_response_to=pending["request_id"],
+            acs_url=idp.expect.acs_url,
+            audience=idp.expect.audience,
+            idp_entity_id=idp.config.entity_id,
+            name_id=name_id,
+            name_id_format=name_id_format,
+            signer=idp.signer,
+            now=now,
+            sign_response=idp.config.sign_response,
+        )
+        _audit(action, pending, device, "allow" if not verdict.bypass_used else "allow_bypass", 200, verdict, name_id)
+        return pages.auto_post(idp.expect.acs_url, base64.b64encode(xml).decode("ascii"), pending["relay_state"])
+
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        idp.store.put_pending(token, pending, now + PENDING_TTL)
+    bypass_allowed = (
+        idp.config.allow_bypass and verdict.bypass_possible and not idp.store.bypass_used(device.host_uuid, now)
+    )
+    _audit(action, pending, device, verdict.outcome, 403, verdict, name_id)
+    return pages.block_page(
+        decision=verdict,
+        hostname=host.hostname if host else None,
+        host_uuid=device.host_uuid,
+        okta_user=name_id,
+        my_device_url=idp.config.my_device_url,
+        recheck_token=token,
+        bypass_allowed=bypass_allowed,
+    )
+
+
+# ------------------------------------------------------------------------------ check again
+
+
+def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
+    from urllib.parse import parse_qsl
+
+    now = idp.clock()
+    if request.method != "POST":
+        return pages.bad_request("“Check again” is a form; use the button on the page")
+    try:
+        pairs = parse_qsl(request.body.decode("ascii"), keep_blank_values=True, strict_parsing=True, max_num_fields=5)
+    except (UnicodeDecodeError, ValueError):
+        return pages.bad_request("the form is unusable")
+    fields = dict(pairs)
+    if len(fields) != len(pairs) or set(fields) - {"token", "action"}:
+        return pages.bad_request("the form is unusable")
+    token, action = fields.get("token", ""), fields.get("action", "recheck")
+    if action not in ("recheck", "bypass") or not token or len(token) > 100:
+        return pages.bad_request("the form is unusable")
+
+    device = _device(idp, request, now)
+    if isinstance(device, alb.Response):
+        return device
+    pending = idp.store.get_pending(token, now)
+    if pending is None:
+        return pages.bad_request("this sign-in has expired; start again from Okta")
+    if not secrets.compare_digest(pending["serial"], format(device.serial, "x")):
+        return pages.bad_request("this sign-in was started on another device")
+
+    bypass = False
+    if action == "bypass":
+        if not idp.config.allow_bypass:
+            return pages.bad_request("bypass is not enabled")
+        compliance = idp.source.host(device.host_uuid, refresh=False)
+        host, enforced = compliance if compliance else (None, frozenset())
+        verdict = decision_mod.decide(host, enforced=enforced, now=now, rules=idp.rules, okta_user=pending["name_id"])
+        if verdict.allowed:
+            bypass = False  # nothing to bypass any more
+        elif not verdict.bypass_possible:
+            return pages.bad_request("a critical policy is failing; it cannot be bypassed")
+        else:
+            try:
+                idp.store.use_bypass(device.host_uuid, now, idp.config.bypass_window_seconds)
+            except AlreadyRecorded:
+                return pages.bad_request("this device already used its bypass; fix the policies and check again")
+            bypass = True
+    return _answer(idp, pending, device, now, action=action, token=token, bypass=bypass)
+
+
+def _audit(action, request, device, outcome, status, verdict=None, user=None) -> None:
+    """One structured line per decision: who, device, certificate, policies, result, why."""
+    request_id = request.id if hasattr(request, "id") else request.get("request_id")
+    entry = {
+        "event": "decision",
+        "correlation_id": str(uuid.uuid4()),
+        "action": action,
+        "request_id": request_id,
+        "user": user,
+        "host_uuid": device.host_uuid if device else None,
+        "serial": format(device.serial, "x") if device else None,
+        "outcome": outcome,
+        "status": status,
+    }
+    if verdict is not None:
+        entry["failing"] = [p.name for p in verdict.failing]
+        entry["reasons"] = [r.code for r in verdict.reasons]
+    log.info(json.dumps(entry))
