@@ -42,6 +42,11 @@ SIG_ALGS = {
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": (hashes.SHA256, ec.EllipticCurvePublicKey),
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": (hashes.SHA384, ec.EllipticCurvePublicKey),
 }
+_DIGEST_URIS = {
+    "http://www.w3.org/2001/04/xmlenc#sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512",
+}
 _NCNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,255}$")
 
 
@@ -223,6 +228,14 @@ def _verify_enveloped(root: etree._Element, cert: x509.Certificate) -> etree._El
     references = root.findall(f"{{{DS}}}Signature/{{{DS}}}SignedInfo/{{{DS}}}Reference")
     if len(references) != 1 or references[0].get("URI") != f"#{root_id}":
         raise RequestRefused("the signature must have exactly one reference, to the request itself")
+    # Named up front so the refusal says why; signxml enforces the same lists when verifying.
+    method = root.find(f"{{{DS}}}Signature/{{{DS}}}SignedInfo/{{{DS}}}SignatureMethod")
+    if method is None or method.get("Algorithm") not in SIG_ALGS:
+        algorithm = (method.get("Algorithm") if method is not None else "none") or "none"
+        raise RequestRefused(f"signature algorithm {algorithm[:100]} is not allowed (SHA-1 is refused)")
+    digest = references[0].find(f"{{{DS}}}DigestMethod")
+    if digest is None or digest.get("Algorithm") not in _DIGEST_URIS:
+        raise RequestRefused("the signature's digest algorithm is not allowed (SHA-1 is refused)")
     config = SignatureConfiguration(
         location="./",
         expect_references=1,
