@@ -25,7 +25,71 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", type=Path, required=True, help="keys, CA, journal and endpoints.json live here")
     up.add_argument("--public-port", type=_port, default=0, help="public TLS listener port (default: a free one)")
     up.add_argument("--device-port", type=_port, default=0, help="device mTLS listener port (default: a free one)")
+
+    enroll = local.add_parser("enroll", help="enroll a host with devicegate's own SCEP client (as macOS does)")
+    enroll.add_argument("--state-dir", type=Path, required=True)
+    enroll.add_argument("--out", type=Path, required=True, help="writes device.pem and device.key here")
+    enroll.add_argument("--uuid", help="the host's hardware UUID (default: a new one)")
+
+    login = local.add_parser("login", help="one login through local Okta and the device host, as a browser")
+    login.add_argument("--state-dir", type=Path, required=True)
+    login.add_argument("--cert", type=Path, help="device certificate (PEM); without it the handshake is refused")
+    login.add_argument("--key", type=Path, help="its private key (PEM)")
+    login.add_argument("--user", default="alice@example.com", help="the Okta user (NameID); '' for no Subject")
+    login.add_argument("--binding", choices=("redirect", "post"), default="redirect")
+
+    compliance = local.add_parser("compliance", help="host compliance in the local store").add_subparsers(
+        dest="compliance_command", required=True)
+    setp = compliance.add_parser("set", help="set one (enforced) policy result on a host")
+    setp.add_argument("--state-dir", type=Path, required=True)
+    setp.add_argument("--host", required=True, help="the host's UUID")
+    setp.add_argument("--policy", required=True, help="policy name, e.g. 'FileVault enabled'")
+    setp.add_argument("--result", choices=("pass", "fail", "none"), required=True)
+    setp.add_argument("--critical", action="store_true")
+    setp.add_argument("--resolution", help="what the user should do (shown on the block page)")
+    setp.add_argument("--hostname")
+    setp.add_argument("--email", help="a device user (for the optional device-user rule)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _local_tool(args) -> int:
+    import json
+
+    from .local import tools
+
+    try:
+        if args.local_command == "enroll":
+            result = tools.enroll(args.state_dir, args.out, args.uuid)
+            data = {"host_uuid": result.host_uuid, "serial": result.serial, "cert": str(result.cert_path),
+                    "key": str(result.key_path)}
+            text = (f"enrolled host {result.host_uuid}: certificate serial {result.serial}\n"
+                    f"  certificate {result.cert_path}\n  key         {result.key_path}")
+        elif args.local_command == "login":
+            if (args.cert is None) != (args.key is None):
+                raise tools.ToolError("--cert and --key go together")
+            result = tools.login(args.state_dir, args.cert, args.key, args.user or None, args.binding)
+            data = {"outcome": result.outcome, "status": result.status, "details": dict(result.summary),
+                    "page": result.page_text}
+            lines = [f"login {result.outcome.upper()} (HTTP {result.status})"]
+            lines += [f"  {k}: {v}" for k, v in result.summary]
+            if result.outcome != "allowed" and result.page_text:
+                lines.append(f"  page: {result.page_text[:600]}")
+            text = "\n".join(lines)
+        else:
+            host = tools.set_policy(args.state_dir, args.host, args.policy, None if args.result == "none" else args.result,
+                                    critical=args.critical, resolution=args.resolution, hostname=args.hostname,
+                                    email=args.email)
+            data = {"host_uuid": host.host_uuid, "results": [r.__dict__ for r in host.results]}
+            text = "\n".join([f"host {host.host_uuid}:"] + [
+                f"  {r.name}: {r.result or 'no result'}{' (critical)' if r.critical else ''}" for r in host.results])
+    except tools.ToolError as exc:
+        print(f"devicegate: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+    if args.local_command == "login":
+        return 0 if result.outcome == "allowed" else 3
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         from .local import stack
 
         return stack.run(args.state_dir, public_port=args.public_port, device_port=args.device_port)
+    if args.command == "local":
+        return _local_tool(args)
     return 2
 
 

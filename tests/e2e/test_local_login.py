@@ -1,0 +1,58 @@
+"""The README's login walkthrough, as commands against a real local stack process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.stack_helpers import StackProcess
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    proc = StackProcess(tmp_path_factory.mktemp("login") / "state")
+    proc.start()
+    yield proc
+    assert proc.stop() == 0
+
+
+def dg(*args, expect=0):
+    result = subprocess.run([sys.executable, "-m", "devicegate", "--json", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == expect, result.stdout + result.stderr
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def test_enroll_login_block_and_recover(stack, tmp_path):
+    state = str(stack.state_dir)
+    enrolled = dg("local", "enroll", "--state-dir", state, "--out", str(tmp_path / "mac"))
+    host, cert, key = enrolled["host_uuid"], enrolled["cert"], enrolled["key"]
+    login = ("local", "login", "--state-dir", state, "--cert", cert, "--key", key)
+
+    dg("local", "compliance", "set", "--state-dir", state, "--host", host, "--policy", "FileVault enabled",
+       "--result", "pass", "--critical", "--resolution", "Turn on FileVault.", "--hostname", "alice-mbp")
+    for binding in ("redirect", "post"):
+        allowed = dg(*login, "--binding", binding)
+        assert allowed["outcome"] == "allowed" and allowed["details"]["NameID"] == "alice@example.com"
+        assert "verified" in allowed["details"]["Signature"]
+
+    dg("local", "compliance", "set", "--state-dir", state, "--host", host, "--policy", "FileVault enabled",
+       "--result", "fail", "--critical")
+    blocked = dg(*login, expect=3)
+    assert blocked["outcome"] == "blocked" and "FileVault enabled" in blocked["page"]
+    assert "Turn on FileVault." in blocked["page"] and "alice-mbp" in blocked["page"]
+
+    refused = dg("local", "login", "--state-dir", state, expect=3)
+    assert refused["outcome"] == "refused" and "handshake" in json.dumps(refused["details"])
+
+    no_subject = dg(*login, "--user", "", expect=3)
+    assert no_subject["status"] == 400 and "did not say who" in no_subject["page"]
+
+
+def test_commands_explain_a_missing_stack(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "devicegate", "local", "login", "--state-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "no running local stack" in result.stderr and "./dev up" in result.stderr
