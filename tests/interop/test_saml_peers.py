@@ -162,3 +162,14 @@ def test_replayed_python3_saml_request_is_refused(world):
     first = request(req.url, device, raw_path=parts.path + "?" + parts.query)
     second = request(req.url, device, raw_path=parts.path + "?" + parts.query)
     assert first[0] == 200 and second[0] == 400 and b"SAMLResponse" not in second[2]
+
+
+def test_metadata_during_a_key_rotation_lists_both_keys_and_is_valid():
+    from devicegate.saml.metadata import build_metadata
+    current, _ = peers.generate_key_and_cert("current")
+    following, _ = peers.generate_key_and_cert("next")
+    xml = build_metadata(entity_id="https://dg.example.com/saml/metadata", sso_url="https://okta.dg.example.com/saml/sso",
+                         signing_certs=[current, following])
+    peers.validate_xsd(xml, kind="metadata")
+    info = peers.IdpInfo.from_metadata(xml)
+    assert len(info.signing_certs) == 2 and info.cert_pem.split() == current.split()
