@@ -232,6 +232,20 @@ def _source_ip(headers: dict[str, list[str]]) -> str | None:
     return last or None
 
 
+
+def serve(event: Any, handle, on_bad_event=None) -> dict:
+    """A Lambda handler's whole ALB contract: event in, ``handle(Request) -> Response``, event out.
+
+    An event that cannot be read gets ``on_bad_event(exc)`` (default: a plain 400), in the
+    header style the event used.
+    """
+    try:
+        request = Request.from_event(event)
+    except BadEvent as exc:
+        response = on_bad_event(exc) if on_bad_event else Response(400, f"bad request: {exc}\n")
+        return response.to_event(multi_value=isinstance(event, dict) and "multiValueHeaders" in event)
+    return handle(request).to_event(request.multi_value)
+
 # -------------------------------------------------------------------------- responses
 
 

@@ -13,11 +13,7 @@ from .scep.authority import host_uuid_of
 
 
 def lambda_handler(event, context):
-    try:
-        request = alb.Request.from_event(event)
-    except alb.BadEvent as exc:
-        return alb.Response(400, f"bad request: {exc}\n").to_event(multi_value="multiValueHeaders" in (event or {}))
-    return handle(request).to_event(request.multi_value)
+    return alb.serve(event, handle)
 
 
 def handle(request: alb.Request) -> alb.Response:

@@ -27,12 +27,8 @@ def new_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
-def self_signed_ca(common_name: str, key, *, days: int = 3650, scep: bool = False) -> x509.Certificate:
+def _self_signed(name: x509.Name, key, days: int) -> x509.CertificateBuilder:
     now = datetime.now(timezone.utc) - timedelta(minutes=5)
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devicegate"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    # SCEP clients encrypt their requests to the CA, so the SCEP CA also needs keyEncipherment.
-    usage = _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True, key_encipherment=scep)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -41,6 +37,16 @@ def self_signed_ca(common_name: str, key, *, days: int = 3650, scep: bool = Fals
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + timedelta(days=days))
+    )
+
+
+def self_signed_ca(common_name: str, key, *, days: int = 3650, scep: bool = False) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devicegate"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    # SCEP clients encrypt their requests to the CA, so the SCEP CA also needs keyEncipherment.
+    usage = _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True, key_encipherment=scep)
+    return (
+        _self_signed(name, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -76,16 +82,9 @@ def server_certificate(ca_cert, ca_key, key, hosts: list[str], *, days: int = 36
 
 def signing_certificate(common_name: str, key, *, days: int = 3650) -> x509.Certificate:
     """A self-signed certificate carrying a SAML signing key (IdP or SP)."""
-    now = datetime.now(timezone.utc) - timedelta(minutes=5)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=days))
+        _self_signed(name, key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )

@@ -94,13 +94,7 @@ def reset() -> None:
 
 
 def lambda_handler(event, context):
-    try:
-        request = alb.Request.from_event(event)
-    except alb.BadEvent as exc:
-        return pages.bad_request(f"the load balancer event is unusable: {exc}").to_event(
-            multi_value="multiValueHeaders" in (event or {})
-        )
-    return handle(request).to_event(request.multi_value)
+    return alb.serve(event, handle, lambda exc: pages.bad_request(f"the load balancer event is unusable: {exc}"))
 
 
 def handle(request: alb.Request) -> alb.Response:
