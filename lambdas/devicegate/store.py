@@ -155,11 +155,20 @@ class Store:
             serial=int(item["serial"]["S"], 16),
         )
 
-    def record_issuance(self, transaction: Transaction, cert: CertificateRecord) -> None:
+    def record_issuance(self, transaction: Transaction, cert: CertificateRecord, replaces: str | None = None) -> None:
         """Record the transaction, the certificate and the host link, all or nothing.
 
-        Raises AlreadyRecorded when the transaction exists (a concurrent retry won).
+        ``replaces``: the CSR digest of the transaction this one supersedes (a re-enrollment
+        with the same key and transactionID). Raises AlreadyRecorded when another request
+        changed the transaction first.
         """
+        if replaces is None:
+            condition = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "csr_sha256 = :previous",
+                "ExpressionAttributeValues": {":previous": {"S": replaces}},
+            }
         hex_serial = serial_key(cert.serial)
         expires = {"N": str(int(cert.not_after.timestamp()) + 86400)}
         cert_item = _certificate_item(cert)
@@ -177,7 +186,7 @@ class Store:
                             "serial": {"S": hex_serial},
                             TTL_ATTRIBUTE: expires,
                         },
-                        "ConditionExpression": "attribute_not_exists(pk)",
+                        **condition,
                     }
                 },
                 {

@@ -112,12 +112,58 @@ def test_concurrent_retries_issue_one_certificate(authority, store):
     assert len(store.host_certificates(host)) == 1
 
 
-def test_transaction_id_reused_for_another_csr_is_refused(authority):
+def test_same_key_and_transaction_id_with_a_new_csr_is_a_re_enrollment(authority, store):
+    # certmonger derives its transactionID from the public key, so a resubmission reuses it
     key = h.key()
-    enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, transaction_id="same")[0], key)
-    rep = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, transaction_id="same")[0], key)
-    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
-    assert "different CSR" in rep.fail_text
+    host = h.new_uuid()
+    first = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=h.make_csr(key, host_uuid=host),
+                                         transaction_id="same")[0], key)
+    again = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key,
+                                         csr=h.make_csr(key, host_uuid=host, cn="renewed"), transaction_id="same")[0], key)
+    assert first.status is again.status is PkiStatus.SUCCESS
+    assert first.certificates[0].serial_number != again.certificates[0].serial_number
+    assert len(store.host_certificates(host)) == 2
+
+
+def test_transaction_ids_are_scoped_to_the_requester_key(authority):
+    victim, attacker = h.key(), h.key(slot=9)
+    csr = h.make_csr(victim, host_uuid=h.new_uuid())
+    issued = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=victim, csr=csr, transaction_id="tx-v")[0], victim)
+    # the attacker replays the victim's CSR and transactionID under its own signature:
+    # it does not get the victim's recorded answer, and cannot block the victim's retries
+    theirs = h.pkcs_req(authority.ca_cert, private_key=victim, csr=csr, transaction_id="tx-v",
+                        signer_cert=h.self_signed(attacker), signer_key=attacker)[0]
+    other = enroll(authority, theirs, attacker)
+    assert other.certificates[0].serial_number != issued.certificates[0].serial_number
+    retry = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=victim, csr=csr, transaction_id="tx-v")[0], victim)
+    assert retry.certificates[0].serial_number == issued.certificates[0].serial_number
+
+
+def test_uuid_with_a_trailing_newline_is_refused(authority):
+    key = h.key()
+    csr = h.make_csr(key, san_uris=[f"urn:device:apple:uuid:{h.new_uuid()}\n"])
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "UUID")
+
+
+def test_cn_naming_another_host_is_refused(authority):
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), cn=h.new_uuid())
+    expect_failure(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST,
+                   "different host")
+
+
+def test_ec_signer_is_refused_before_anything_is_issued(authority, store):
+    from cryptography.hazmat.primitives.asymmetric import ec as ec_mod
+
+    ec_key = ec_mod.generate_private_key(ec_mod.SECP256R1())
+    host = h.new_uuid()
+    message = h.pkcs_req(authority.ca_cert, private_key=ec_key, csr=h.make_csr(ec_key, host_uuid=host))[0]
+    reply = authority.respond(message)
+    from asn1crypto import cms
+    attrs = {a["type"].dotted: a["values"][0] for a in cms.ContentInfo.load(reply)["content"]["signer_infos"][0]["signed_attrs"]}
+    assert protocol._universal(attrs[protocol.OID_PKI_STATUS], "s", protocol.Malformed).native == "2"
+    assert protocol._universal(attrs[protocol.OID_FAIL_INFO], "f", protocol.Malformed).native == "0"  # badAlg
+    assert store.host_certificates(host) == []
 
 
 def expect_failure(authority, message, key, fail_info, text_part):

@@ -207,13 +207,75 @@ def test_envelope_for_another_ca_is_bad_message_check(authority, scep_ca):
     assert rep.status is PkiStatus.FAILURE and rep.fail_info in (FailInfo.BAD_MESSAGE_CHECK, FailInfo.BAD_CERT_ID)
 
 
-def test_garbage_inside_the_envelope_is_bad_request(authority, scep_ca):
+def test_no_padding_oracle_between_decryption_and_csr(authority, scep_ca):
+    """Bad padding, good padding around garbage, and a CSR whose signature fails all get the
+    same failInfo and text: nothing tells a forged ciphertext's padding apart."""
     ca_cert, _ = scep_ca
     key = h.key()
-    message = protocol.build_pki_message(message_type=protocol.MessageType.PKCS_REQ, inner=b"not a csr", recipient=ca_cert,
+    garbage = protocol.build_pki_message(message_type=protocol.MessageType.PKCS_REQ, inner=b"not a csr", recipient=ca_cert,
                                          signer_cert=h.self_signed(key), signer_key=key, transaction_id="g")[0]
-    rep = reply_of(authority, message, key)
-    assert rep.fail_info is FailInfo.BAD_REQUEST and "PKCS#10" in rep.fail_text
+    message, _, _, signer = h.pkcs_req(ca_cert, private_key=key)
+    info = cms.ContentInfo.load(h.envelope_of(message))
+    eci = info["content"]["encrypted_content_info"]
+    broken = bytearray(eci["encrypted_content"].native)
+    broken[-1] ^= 0x55  # the last block's padding no longer decrypts
+    bad_padding_env = h._replace_nested(h.envelope_of(message), eci["encrypted_content"].dump(),
+                                        b"\x80" + protocol._der_length(len(broken)) + bytes(broken))
+    bad_padding = h.resign_with_envelope(message, bad_padding_env, signer, key)
+    csr = bytearray(h.make_csr(key, host_uuid=h.new_uuid()))
+    csr[-3] ^= 0x01  # the CSR's own signature fails
+    bad_sig = protocol.build_pki_message(message_type=protocol.MessageType.PKCS_REQ, inner=bytes(csr), recipient=ca_cert,
+                                         signer_cert=h.self_signed(key), signer_key=key, transaction_id="s")[0]
+    answers = {(r.fail_info, r.fail_text) for r in (reply_of(authority, m, key) for m in (garbage, bad_padding, bad_sig))}
+    assert answers == {(FailInfo.BAD_MESSAGE_CHECK, protocol.UNREADABLE_ENVELOPE)}
+
+
+def test_cert_poll_never_decrypts(authority, scep_ca):
+    ca_cert, _ = scep_ca
+    key = h.key()
+    message, _, _, signer = h.pkcs_req(ca_cert, private_key=key, transaction_id="poll-nodecrypt")
+    issued = reply_of(authority, message, key).certificates[0]
+    poll = protocol.build_pki_message(message_type=protocol.MessageType.CERT_POLL, inner=b"x", recipient=ca_cert,
+                                      signer_cert=signer, signer_key=key, transaction_id="poll-nodecrypt")[0]
+    info = cms.ContentInfo.load(h.envelope_of(poll))
+    eci = info["content"]["encrypted_content_info"]
+    junk = os.urandom(len(eci["encrypted_content"].native))
+    env = h._replace_nested(h.envelope_of(poll), eci["encrypted_content"].dump(), b"\x80" + protocol._der_length(len(junk)) + junk)
+    rep = reply_of(authority, h.resign_with_envelope(poll, env, signer, key), key)
+    assert rep.status is PkiStatus.SUCCESS and rep.certificates[0].serial_number == issued.serial_number
+
+
+def test_chunked_econtent_is_accepted(authority, scep_ca):
+    ca_cert, _ = scep_ca
+    key = h.key()
+    message, _, _, signer = h.pkcs_req(ca_cert, private_key=key)
+    envelope = h.envelope_of(message)
+    primitive = b"\x04" + protocol._der_length(len(envelope)) + envelope
+    chunks = b"".join(b"\x04" + protocol._der_length(len(envelope[i:i + 500])) + envelope[i:i + 500]
+                      for i in range(0, len(envelope), 500))
+    chunked = b"\x24" + protocol._der_length(len(chunks)) + chunks  # a streaming encoder's OCTET STRING
+    rewritten = h._replace_nested(message, primitive, chunked)
+    assert rewritten != message
+    assert reply_of(authority, rewritten, key).status is PkiStatus.SUCCESS
+
+
+def test_message_type_must_be_digits(scep_ca):
+    ca_cert, _ = scep_ca
+    key = h.key()
+    message = protocol.build_pki_message(message_type=protocol.MessageType.PKCS_REQ, inner=b"x", recipient=ca_cert,
+                                         signer_cert=h.self_signed(key), signer_key=key, transaction_id="m")[0]
+    patched = message.replace(b"\x13\x0219", b"\x13\x02 9")
+    assert patched != message
+    with pytest.raises(Refusal):
+        protocol.parse_pki_message(patched)
+
+
+def test_deep_nesting_without_indefinite_lengths_is_malformed(authority):
+    deep = b""
+    for _ in range(3000):
+        deep = b"\x30" + protocol._der_length(len(deep)) + deep
+    with pytest.raises(Malformed):
+        authority.respond(b"\x30" + protocol._der_length(len(deep)) + deep)
 
 
 @pytest.mark.parametrize("cut", [1, 10, 100, 1000])

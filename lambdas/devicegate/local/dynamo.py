@@ -26,6 +26,16 @@ LOCAL_CREDENTIALS = {
 }
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: end with the stack even when it is killed with SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: a clean stop still ends the server
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -59,6 +69,7 @@ class MotoServer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             if self._wait_ready(timeout):
                 break

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_VALIDITY_DAYS = 398
 BACKDATE = timedelta(minutes=5)  # tolerate clients whose clocks run a little behind
 UUID_URI_PREFIX = "urn:device:apple:uuid:"
-_UUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+_UUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 _MIN_RSA_BITS, _MAX_RSA_BITS = 2048, 8192
 # Subject attributes copied from the CSR; everything else is dropped.
@@ -50,28 +50,33 @@ class CsrFacts:
 
 
 def canonical_uuid(text: str) -> str | None:
-    return text.upper() if _UUID_RE.match(text) else None
+    return text.upper() if _UUID_RE.fullmatch(text) else None
 
 
 def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:
     """Parse the PKCS#10 request and apply the policy that needs no context."""
+    # Until the self-signature verifies, every failure gets the decryption failure's answer
+    # (see protocol.UNREADABLE_ENVELOPE): the bytes may be a forged ciphertext's plaintext.
     try:
         csr = x509.load_der_x509_csr(der)
-    except ValueError as exc:
-        raise Refusal(FailInfo.BAD_REQUEST, f"the CSR is not a valid PKCS#10 request: {protocol._short(exc)}") from None
+    except ValueError:
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, protocol.UNREADABLE_ENVELOPE) from None
     try:
         hash_alg = csr.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        hash_alg = None
+        oid = csr.signature_algorithm_oid.dotted_string
+    except (UnsupportedAlgorithm, ValueError):
+        hash_alg, oid = None, None
+    if oid is None:
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, protocol.UNREADABLE_ENVELOPE)
     if hash_alg is None or hash_alg.name not in protocol.ALLOWED_DIGESTS:
-        name = hash_alg.name if hash_alg else csr.signature_algorithm_oid.dotted_string
+        name = hash_alg.name if hash_alg else oid
         raise Refusal(FailInfo.BAD_ALG, f"the CSR is signed with {name}; use SHA-256 or stronger")
     try:
         valid = csr.is_signature_valid
     except (UnsupportedAlgorithm, ValueError):
         valid = False
     if not valid:
-        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the CSR self-signature does not verify")
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, protocol.UNREADABLE_ENVELOPE)
     _check_key(csr.public_key())
     return CsrFacts(
         csr=csr,
@@ -114,6 +119,10 @@ def _host_uuid(csr: x509.CertificateSigningRequest, accept_cn_uuid: bool) -> str
             uuid = canonical_uuid(device_uris[0][len(UUID_URI_PREFIX):])
             if uuid is None:
                 raise Refusal(FailInfo.BAD_REQUEST, f"SAN URI {device_uris[0][:80]!r} does not hold a well-formed UUID")
+            for cn in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+                named = canonical_uuid(str(cn.value).strip())
+                if named is not None and named != uuid:
+                    raise Refusal(FailInfo.BAD_REQUEST, "the CSR's subject CN names a different host than its SAN URI")
             return uuid
     if accept_cn_uuid:
         cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -256,6 +265,15 @@ class Authority:
             return self._failure(refusal.reply_to, refusal)
         try:
             issued, cipher = self._handle(request)
+            return protocol.build_cert_rep(
+                request.reply_to,
+                status=PkiStatus.SUCCESS,
+                ca_cert=self.ca_cert,
+                ca_key=self.ca_key,
+                issued=issued,
+                recipient=request.signer,
+                cipher_name=cipher,
+            )
         except Refusal as refusal:
             return self._failure(request.reply_to, refusal)
         except store_mod.StoreUnavailable as exc:
@@ -265,15 +283,6 @@ class Authority:
         except Exception:  # a bug of ours: answer in SCEP anyway, and hand out nothing
             log.exception("scep internal error")
             return self._failure(request.reply_to, Refusal(FailInfo.BAD_REQUEST, "internal error; retry later"))
-        return protocol.build_cert_rep(
-            request.reply_to,
-            status=PkiStatus.SUCCESS,
-            ca_cert=self.ca_cert,
-            ca_key=self.ca_key,
-            issued=issued,
-            recipient=request.signer,
-            cipher_name=cipher,
-        )
 
     def _failure(self, reply_to, refusal: Refusal) -> bytes:
         log.info("scep refusal: %s", refusal)
@@ -286,24 +295,32 @@ class Authority:
             fail_text=refusal.text,
         )
 
+    @staticmethod
+    def _transaction_key(request: protocol.PkiMessage) -> str:
+        # Scoped to the requester's key: nobody can claim, or replay into, another key's
+        # transactionID (clients such as certmonger derive it from the public key).
+        scoped = f"{request.signer_spki_sha256}:{request.reply_to.transaction_id_key}"
+        return hashlib.sha256(scoped.encode("ascii")).hexdigest()
+
     def _handle(self, request: protocol.PkiMessage) -> tuple[x509.Certificate, str]:
-        if request.message_type in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ, MessageType.CERT_POLL):
-            if request.envelope is None:
-                raise Refusal(FailInfo.BAD_REQUEST, "the request has no pkcsPKIEnvelope")
-            opened = protocol.open_envelope(request.envelope, self.ca_cert, self.ca_key)
-        else:
+        if request.message_type not in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ, MessageType.CERT_POLL):
             raise Refusal(FailInfo.BAD_REQUEST, f"messageType {request.message_type} is not supported")
+        if request.envelope is None:
+            raise Refusal(FailInfo.BAD_REQUEST, "the request has no pkcsPKIEnvelope")
+        # The reply is encrypted to the signer: find out now, before anything is issued.
+        if not isinstance(request.signer.public_key(), rsa.RSAPublicKey):
+            raise Refusal(FailInfo.BAD_ALG, "sign the request with an RSA key: the reply is encrypted to the signer")
         if request.message_type == MessageType.CERT_POLL:
-            return self._poll(request), opened.cipher_name
+            # Nothing in a poll's envelope is needed, so it is never decrypted (no oracle).
+            return self._poll(request), protocol.envelope_cipher(request.envelope)
+        opened = protocol.open_envelope(request.envelope, self.ca_cert, self.ca_key)
         facts = inspect_csr(opened.plaintext, accept_cn_uuid=self.accept_cn_uuid)
         return self._issue(request, facts), opened.cipher_name
 
     def _poll(self, request: protocol.PkiMessage) -> x509.Certificate:
-        transaction = self.store.get_transaction(request.reply_to.transaction_id_key)
+        transaction = self.store.get_transaction(self._transaction_key(request))
         if transaction is None:
-            raise Refusal(FailInfo.BAD_CERT_ID, "no request with this transactionID")
-        if not hmac.compare_digest(transaction.requester_spki_sha256, request.signer_spki_sha256):
-            raise Refusal(FailInfo.BAD_CERT_ID, "the poll is not signed with the requester's key")
+            raise Refusal(FailInfo.BAD_CERT_ID, "no request with this transactionID from this requester")
         return self._recorded_certificate(transaction)
 
     def _recorded_certificate(self, transaction: store_mod.Transaction) -> x509.Certificate:
@@ -314,10 +331,12 @@ class Authority:
 
     def _issue(self, request: protocol.PkiMessage, facts: CsrFacts) -> x509.Certificate:
         csr_sha256 = hashlib.sha256(facts.der).hexdigest()
-        # A retried request (same transactionID) gets what it got before, and nothing new.
-        previous = self.store.get_transaction(request.reply_to.transaction_id_key)
-        if previous is not None:
-            return self._replay(previous, csr_sha256)
+        key = self._transaction_key(request)
+        # A retried request (same requester, transactionID and CSR) gets what it got before and
+        # nothing new; the same key with a new CSR (a re-enrollment) is a new issuance.
+        previous = self.store.get_transaction(key)
+        if previous is not None and hmac.compare_digest(previous.csr_sha256, csr_sha256):
+            return self._recorded_certificate(previous)
 
         renewed_from = None
         if request.message_type == MessageType.RENEWAL_REQ:
@@ -345,7 +364,7 @@ class Authority:
             serial=random_serial(),
         )
         transaction = store_mod.Transaction(
-            key=request.reply_to.transaction_id_key,
+            key=key,
             csr_sha256=csr_sha256,
             requester_spki_sha256=request.signer_spki_sha256,
             serial=certificate.serial_number,
@@ -359,26 +378,21 @@ class Authority:
             issued_at=now,
             der=certificate.public_bytes(Encoding.DER),
             subject=certificate.subject.rfc4514_string(),
-            transaction_key=transaction.key,
+            transaction_key=key,
             kind="renewal" if renewed_from is not None else "enroll",
             renewed_from=renewed_from,
         )
         # The certificate leaves only once it is recorded; a concurrent retry that recorded
         # first wins, and we answer with its certificate instead.
         try:
-            self.store.record_issuance(transaction, record)
+            self.store.record_issuance(transaction, record, replaces=previous.csr_sha256 if previous else None)
         except store_mod.AlreadyRecorded:
-            winner = self.store.get_transaction(transaction.key)
-            if winner is None:
-                raise store_mod.StoreUnavailable("conditional write failed but no transaction found") from None
-            return self._replay(winner, csr_sha256)
+            winner = self.store.get_transaction(key)
+            if winner is None or not hmac.compare_digest(winner.csr_sha256, csr_sha256):
+                raise Refusal(FailInfo.BAD_REQUEST, "a concurrent request with this transactionID won; retry") from None
+            return self._recorded_certificate(winner)
         log.info("issued certificate serial=%x host=%s kind=%s", certificate.serial_number, host_uuid, record.kind)
         return certificate
-
-    def _replay(self, transaction: store_mod.Transaction, csr_sha256: str) -> x509.Certificate:
-        if not hmac.compare_digest(transaction.csr_sha256, csr_sha256):
-            raise Refusal(FailInfo.BAD_REQUEST, "this transactionID was already used for a different CSR")
-        return self._recorded_certificate(transaction)
 
     def _check_renewal(self, request: protocol.PkiMessage, facts: CsrFacts) -> tuple[str, int]:
         """A RenewalReq is signed by a current certificate of ours; it renews that host."""

@@ -20,7 +20,7 @@ from enum import IntEnum
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -157,7 +157,7 @@ def parse_pki_message(data: bytes) -> PkiMessage:
         attrs = _attribute_map(signer_info["signed_attrs"])
     except Malformed:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
         raise Malformed(f"pkiMessage is not valid DER/BER CMS: {_short(exc)}") from None
 
     # What we must echo in any answer comes first: without these there is no SCEP reply.
@@ -191,10 +191,9 @@ def _verify_request(signed, signer_info, attrs, reply_to: ReplyTo, digest_name) 
     msg_type_text = _printable_contents(
         _single_value(attrs, OID_MESSAGE_TYPE, "messageType", Refusal), "messageType", Refusal
     )
-    try:
-        message_type = int(msg_type_text.decode("ascii"))
-    except ValueError:
-        raise Refusal(FailInfo.BAD_REQUEST, "messageType is not a number") from None
+    if not msg_type_text.isdigit() or len(msg_type_text) > 3:
+        raise Refusal(FailInfo.BAD_REQUEST, "messageType is not a number")
+    message_type = int(msg_type_text)
 
     try:
         sig_name = signer_info["signature_algorithm"]["algorithm"].native
@@ -207,7 +206,7 @@ def _verify_request(signed, signer_info, attrs, reply_to: ReplyTo, digest_name) 
         econtent_type = encap["content_type"].native
     except Refusal:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"signed content unreadable: {_short(exc)}") from None
 
     if digest_name not in _DIGESTS:
@@ -301,7 +300,10 @@ def _verify_signer_info(signer_info, attrs, signer, digest_name, sig_name, conte
     signed_bytes = _set_header(len(signed_attrs.contents)) + signed_attrs.contents
     signature = signer_info["signature"].native
     hash_alg = _DIGESTS[digest_name]()
-    key = signer.public_key()
+    try:
+        key = signer.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise Refusal(FailInfo.BAD_ALG, "the signer's key type is not supported; use RSA or EC P-256/P-384") from None
     try:
         if isinstance(key, rsa.RSAPublicKey) and sig_name in _RSA_SIG_NAMES:
             key.verify(signature, signed_bytes, asym_padding.PKCS1v15(), hash_alg)
@@ -319,14 +321,14 @@ _MAX_DEPTH = 40
 
 
 def definite_lengths(data: bytes) -> bytes:
-    """Rewrite indefinite lengths as definite ones, leaving every other octet as received.
+    """Rewrite indefinite lengths as definite ones and chunked (constructed) OCTET STRINGs as
+    primitive ones, leaving every other octet as received; refuse nesting deeper than
+    ``_MAX_DEPTH`` (this walk runs on every message, before asn1crypto sees it).
 
     asn1crypto reads indefinite lengths at the top of a structure but not inside every CHOICE
-    (a SignerIdentifier, for one); streaming encoders emit them anywhere. Subtrees without an
-    indefinite length come back byte-identical, so signatures over them still verify.
+    (a SignerIdentifier, for one); streaming encoders emit them anywhere. Subtrees without
+    either form come back byte-identical, so signatures over them still verify.
     """
-    if b"\x80" not in data:
-        return data
     out, end, _ = _definite_one(data, 0, 0)
     if end != len(data):
         raise ValueError(f"{len(data) - end} bytes of trailing data")
@@ -386,10 +388,20 @@ def _definite_one(data: bytes, offset: int, depth: int) -> tuple[bytes, int, boo
         pos += 2  # the end-of-contents octets
     elif pos != end:
         raise ValueError("child runs past its parent")
+    if first == 0x24:  # a chunked OCTET STRING: its value is the concatenation of the chunks
+        octets = b"".join(_primitive_octets(child) for child in children)
+        return b"\x04" + _der_length(len(octets)) + octets, pos, True
     if not changed:
         return data[start:pos], pos, False
     body = b"".join(children)
     return tag + _der_length(len(body)) + body, pos, True
+
+
+def _primitive_octets(element: bytes) -> bytes:
+    first, _, length, contents = _read_header(element, 0)
+    if first != 0x04:
+        raise ValueError("a chunked OCTET STRING holds something other than OCTET STRINGs")
+    return element[contents:contents + length]
 
 def _children(data: bytes) -> list[bytes]:
     """The encoded children of one definite-length constructed element."""
@@ -458,6 +470,25 @@ def _der_length(length: int) -> bytes:
 # ---------------------------------------------------------------------------- envelopes
 
 
+# One answer for every failure from decryption up to a CSR whose self-signature verifies:
+# anything finer would let an attacker learn, block by block, whether a forged ciphertext
+# decrypted to valid padding (a padding oracle).
+UNREADABLE_ENVELOPE = "could not decrypt the pkcsPKIEnvelope"
+
+
+def envelope_cipher(envelope: bytes) -> str:
+    """The content-encryption algorithm of an envelope, checked against the allow-list, without
+    decrypting it (a CertPoll's envelope carries nothing we need)."""
+    try:
+        info = cms.ContentInfo.load(primitive_encrypted_content(definite_lengths(envelope)), strict=True)
+        name = info["content"]["encrypted_content_info"]["content_encryption_algorithm"]["algorithm"].native
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        raise Refusal(FailInfo.BAD_REQUEST, f"pkcsPKIEnvelope is not valid CMS: {_short(exc)}") from None
+    if name in _REFUSED_CIPHERS or name not in _CIPHERS:
+        raise Refusal(FailInfo.BAD_ALG, f"content encryption {name} is not supported; use AES")
+    return name
+
+
 def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey) -> OpenedEnvelope:
     """Decrypt the pkcsPKIEnvelope addressed to our CA."""
     try:
@@ -472,7 +503,7 @@ def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPri
         iv_value = eci["content_encryption_algorithm"]["parameters"]
     except Refusal:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
         raise Refusal(FailInfo.BAD_REQUEST, f"pkcsPKIEnvelope is not valid CMS: {_short(exc)}") from None
 
     if cipher_name in _REFUSED_CIPHERS or cipher_name not in _CIPHERS:
@@ -490,7 +521,7 @@ def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPri
     if not isinstance(iv, bytes) or len(iv) != factory.block_size // 8:
         raise Refusal(FailInfo.BAD_REQUEST, "content encryption IV is missing or has the wrong size")
     if not encrypted or len(encrypted) % (factory.block_size // 8):
-        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "could not decrypt the pkcsPKIEnvelope")
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, UNREADABLE_ENVELOPE)
 
     # One answer for every decryption failure: a different one would be a padding oracle.
     try:
@@ -502,7 +533,7 @@ def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPri
         unpadder = padding.PKCS7(factory.block_size).unpadder()
         plaintext = unpadder.update(padded) + unpadder.finalize()
     except ValueError:
-        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "could not decrypt the pkcsPKIEnvelope") from None
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, UNREADABLE_ENVELOPE) from None
     return OpenedEnvelope(plaintext=plaintext, cipher_name=cipher_name)
 
 
