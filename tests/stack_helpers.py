@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import uuid as uuid_mod
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -80,3 +82,48 @@ def request(url: str, ctx: ssl.SSLContext, method: str = "GET", body: bytes | No
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
+
+
+@dataclass
+class Device:
+    uuid: str
+    cert_path: Path
+    key_path: Path
+    cert_pem: str
+    key_pem: str
+
+    def context(self, tls_ca: str) -> ssl.SSLContext:
+        return tls_context(tls_ca, self.cert_pem, self.key_pem)
+
+
+def fleet_host(stack: "StackProcess", uuid: str | None = None, *, policies=(("FileVault enabled", "pass", True),),
+               hostname="ada-mbp", email="ada@example.com", sync=True) -> str:
+    """A host in the simulated Fleet with these (name, result, critical) results, synced."""
+    from devicegate.local import tools
+
+    uuid = (uuid or str(uuid_mod.uuid4())).upper()
+    tools.fleet_add_host(stack.state_dir, uuid, hostname, email)
+    for name, result, critical in policies:
+        tools.fleet_set_policy(stack.state_dir, uuid, name, result, critical=critical,
+                               resolution=f"How to fix {name}.")
+    if sync:
+        tools.sync_now(stack.state_dir)
+    return uuid
+
+
+def set_result(stack: "StackProcess", uuid: str, name: str, result: str, critical=True, *, sync=True) -> None:
+    from devicegate.local import tools
+
+    tools.fleet_set_policy(stack.state_dir, uuid, name, result, critical=critical)
+    if sync:
+        tools.sync_now(stack.state_dir)
+
+
+def enrolled_device(stack: "StackProcess", out_dir: Path, **kwargs) -> Device:
+    """A host known to the simulated Fleet, enrolled over real HTTPS SCEP like macOS."""
+    from devicegate.local import tools
+
+    uuid = fleet_host(stack, **kwargs)
+    enrolled = tools.enroll(stack.state_dir, out_dir, uuid)
+    return Device(uuid, enrolled.cert_path, enrolled.key_path, enrolled.cert_path.read_text(),
+                  enrolled.key_path.read_text())

@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", type=Path, required=True, help="keys, CA, journal and endpoints.json live here")
     up.add_argument("--public-port", type=_port, default=0, help="public TLS listener port (default: a free one)")
     up.add_argument("--device-port", type=_port, default=0, help="device mTLS listener port (default: a free one)")
+    up.add_argument("--fleet-url", help="a real Fleet server (https://...) instead of the simulated one")
+    up.add_argument("--fleet-token-file", type=Path, help="file holding that Fleet's API token")
+    up.add_argument("--sync-interval", type=float, default=60.0, help="seconds between syncs (default 60)")
 
     enroll = local.add_parser("enroll", help="enroll a host with devicegate's own SCEP client (as macOS does)")
     enroll.add_argument("--state-dir", type=Path, required=True)
@@ -38,17 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--user", default="alice@example.com", help="the Okta user (NameID); '' for no Subject")
     login.add_argument("--binding", choices=("redirect", "post"), default="redirect")
 
-    compliance = local.add_parser("compliance", help="host compliance in the local store").add_subparsers(
-        dest="compliance_command", required=True)
-    setp = compliance.add_parser("set", help="set one (enforced) policy result on a host")
+    sync = local.add_parser("sync", help="one sync from Fleet now; returns when it is written")
+    sync.add_argument("--state-dir", type=Path, required=True)
+
+    fleet = local.add_parser("fleet", help="the simulated Fleet").add_subparsers(dest="fleet_command", required=True)
+    add = fleet.add_parser("add-host", help="add a host")
+    add.add_argument("--state-dir", type=Path, required=True)
+    add.add_argument("--uuid", required=True, help="hardware UUID")
+    add.add_argument("--hostname")
+    add.add_argument("--email", help="a device user's email (device mapping)")
+    add.add_argument("--team", help="team name (created when new)")
+    setp = fleet.add_parser("set-policy", help="set a host's result for a policy (created, enforced, when new)")
     setp.add_argument("--state-dir", type=Path, required=True)
     setp.add_argument("--host", required=True, help="the host's UUID")
     setp.add_argument("--policy", required=True, help="policy name, e.g. 'FileVault enabled'")
     setp.add_argument("--result", choices=("pass", "fail", "none"), required=True)
     setp.add_argument("--critical", action="store_true")
     setp.add_argument("--resolution", help="what the user should do (shown on the block page)")
-    setp.add_argument("--hostname")
-    setp.add_argument("--email", help="a device user (for the optional device-user rule)")
+    remove = fleet.add_parser("remove-host", help="delete a host (the next sync revokes its certificates)")
+    remove.add_argument("--state-dir", type=Path, required=True)
+    remove.add_argument("--uuid", required=True)
+    listing = fleet.add_parser("list", help="hosts, policies and results")
+    listing.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -76,19 +90,32 @@ def _local_tool(args) -> int:
             if result.outcome != "allowed" and result.page_text:
                 lines.append(f"  page: {result.page_text[:600]}")
             text = "\n".join(lines)
+        elif args.local_command == "sync":
+            data = tools.sync_now(args.state_dir)
+            text = (f"sync {'complete' if data['complete'] else 'INCOMPLETE'} in {data['duration_ms']} ms: "
+                    f"{data['hosts_seen']} hosts, {data['hosts_failing']} failing, {data['written']} written, "
+                    f"{data['unchanged']} unchanged, {data['deleted']} removed, {data['revoked']} certificates revoked")
+            text += "".join(f"\n  error: {e}" for e in data["errors"])
         else:
-            host = tools.set_policy(args.state_dir, args.host, args.policy, None if args.result == "none" else args.result,
-                                    critical=args.critical, resolution=args.resolution, hostname=args.hostname,
-                                    email=args.email)
-            data = {"host_uuid": host.host_uuid, "results": [r.__dict__ for r in host.results]}
-            text = "\n".join([f"host {host.host_uuid}:"] + [
-                f"  {r.name}: {r.result or 'no result'}{' (critical)' if r.critical else ''}" for r in host.results])
+            command = args.fleet_command
+            if command == "add-host":
+                data = tools.fleet_add_host(args.state_dir, args.uuid, args.hostname, args.email, args.team)
+            elif command == "set-policy":
+                data = tools.fleet_set_policy(args.state_dir, args.host, args.policy, args.result,
+                                              critical=args.critical, resolution=args.resolution)
+            elif command == "remove-host":
+                data = tools.fleet_remove_host(args.state_dir, args.uuid)
+            else:
+                data = tools.fleet_state(args.state_dir)
+            text = json.dumps(data, indent=2)
     except tools.ToolError as exc:
         print(f"devicegate: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(data, indent=2, default=str) if args.json else text)
     if args.local_command == "login":
         return 0 if result.outcome == "allowed" else 3
+    if args.local_command == "sync":
+        return 0 if data["complete"] else 4
     return 0
 
 
@@ -102,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "local" and args.local_command == "up":
         from .local import stack
 
-        return stack.run(args.state_dir, public_port=args.public_port, device_port=args.device_port)
+        return stack.run(args.state_dir, public_port=args.public_port, device_port=args.device_port,
+                         fleet_url=args.fleet_url, fleet_token_file=args.fleet_token_file,
+                         sync_interval=args.sync_interval)
     if args.command == "local":
         return _local_tool(args)
     return 2

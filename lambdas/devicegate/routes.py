@@ -26,6 +26,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("public", "/scep", "scep", "devicegate.scep.handler:lambda_handler"),
     RouteSpec("public", "/healthz", "health", "devicegate.health:lambda_handler"),
     RouteSpec("public", "/saml/metadata", "idp", "devicegate.saml.handler:lambda_handler"),
+    RouteSpec("public", "/fleet/webhook", "webhook", "devicegate.compliance.webhook:lambda_handler"),
     RouteSpec("device", "/saml/sso", "idp", "devicegate.saml.handler:lambda_handler"),
     RouteSpec("device", "/saml/recheck", "idp", "devicegate.saml.handler:lambda_handler"),
     # On the device host it also reports the verified client certificate (see health.py).

@@ -115,6 +115,11 @@ def _certificate_pem(env, key: str, fix: str) -> str:
     return value
 
 
+def table_name(env=None) -> str:
+    env = os.environ if env is None else env
+    return _required(env, "DEVICEGATE_TABLE", "set it to the DynamoDB table name (infra sets it)")
+
+
 def from_env(env=None) -> ScepSettings:
     env = os.environ if env is None else env
     return ScepSettings(
@@ -162,6 +167,71 @@ def idp_from_env(env=None) -> IdpSettings:
         serial_header=(env.get("DEVICEGATE_SERIAL_HEADER") or "x-amzn-mtls-clientcert-serial-number").strip().lower(),
         serial_format=_choice(env, "DEVICEGATE_SERIAL_FORMAT", "hex", ("hex", "decimal")),
     )
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """Fleet, for the sync, the webhook, "check again" and SCEP's "is this host known"."""
+
+    url: str | None  # None: no Fleet configured (compliance comes only from the store)
+    token_secret_id: str | None
+    ca_bundle: str | None = None
+    enforced_policies: str = ""
+    webhook_secret_id: str | None = None
+    require_known_host: bool = True
+    sync_concurrency: int = 8
+    max_data_age_seconds: int = 7200
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+    def enforcement(self):
+        from .compliance.enforcement import Enforcement
+
+        return Enforcement.parse(self.enforced_policies)
+
+
+def fleet_from_env(env=None) -> FleetSettings:
+    env = os.environ if env is None else env
+    url = (env.get("DEVICEGATE_FLEET_URL") or "").strip().rstrip("/") or None
+    if url is not None and not url.startswith("https://"):
+        raise ConfigError("DEVICEGATE_FLEET_URL", f"{url!r} is not an https:// URL", "use your Fleet server's https URL")
+    token = (env.get("DEVICEGATE_FLEET_TOKEN_SECRET") or "").strip() or None
+    if url is not None and token is None:
+        raise ConfigError("DEVICEGATE_FLEET_TOKEN_SECRET", "is not set while DEVICEGATE_FLEET_URL is",
+                          "set it to the Secrets Manager id of a Fleet API token (an API-only user)")
+    enforced = env.get("DEVICEGATE_ENFORCED_POLICIES", "")
+    try:
+        from .compliance.enforcement import Enforcement
+
+        Enforcement.parse(enforced)
+    except ValueError as exc:
+        raise ConfigError("DEVICEGATE_ENFORCED_POLICIES", "is not understood", str(exc)) from None
+    return FleetSettings(
+        url=url,
+        token_secret_id=token,
+        ca_bundle=(env.get("DEVICEGATE_FLEET_CA_BUNDLE") or "").strip() or None,
+        enforced_policies=enforced,
+        webhook_secret_id=(env.get("DEVICEGATE_FLEET_WEBHOOK_SECRET") or "").strip() or None,
+        require_known_host=_bool(env, "DEVICEGATE_REQUIRE_KNOWN_HOST", True),
+        sync_concurrency=_int(env, "DEVICEGATE_SYNC_CONCURRENCY", 8, 1, 64),
+        max_data_age_seconds=_int(env, "DEVICEGATE_MAX_DATA_AGE_SECONDS", 7200, 60, 30 * 86400),
+    )
+
+
+@lru_cache(maxsize=1)
+def load_fleet() -> FleetSettings:
+    return fleet_from_env()
+
+
+def fleet_client(config: FleetSettings, secrets: "Secrets"):
+    """A FleetClient for these settings, or None when no Fleet is configured."""
+    if not config.enabled:
+        return None
+    from .compliance.fleet import FleetClient
+
+    return FleetClient(config.url, secrets.get(config.token_secret_id), ca_bundle=config.ca_bundle)
 
 
 @lru_cache(maxsize=1)

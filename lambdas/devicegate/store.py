@@ -8,7 +8,10 @@ Key design (pk / sk, both strings):
     SAMLREQ#<sha256>     SAMLREQ       an AuthnRequest ID already answered (replay guard, TTL)
     PENDING#<sha256>     PENDING       a blocked login waiting for "check again" (TTL)
     BYPASS#<UUID>        BYPASS        a one-time bypass used by this host (TTL = the window)
-    HOST#<UUID>          COMPLIANCE    the host's policy results as last synced from Fleet
+    COMPLIANCE           HOST#<UUID>   the host's policy results as last synced from Fleet
+                                       (one partition, so a sync lists every host in one query)
+    FLEETHOST#<id>       FLEETHOST     Fleet's host id -> UUID (for the policy webhook)
+    SYNC                 STATE         the last sync's report
 
 Serials are keyed as lowercase hex without leading zeros, whatever form a header carried.
 ``expires_at`` (epoch seconds) is the table's TTL attribute.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -277,51 +281,134 @@ class Store:
 
     def get_compliance(self, host_uuid: str):
         """(HostCompliance, enforced policy ids) or None when the host has no data."""
-        from .compliance.decision import HostCompliance, PolicyResult
+        item = self._get("COMPLIANCE", f"HOST#{host_uuid}")
+        return _compliance_from_item(item) if item else None
 
-        item = self._get(f"HOST#{host_uuid}", "COMPLIANCE")
+    def put_compliance(self, host, enforced: frozenset[str] | set[str], *, expect_version: int | None = None,
+                       fleet_id: int | None = None) -> None:
+        """Write a host's compliance. ``expect_version``: only if the item still has that version
+        (read-modify-write without losing a concurrent update); AlreadyRecorded otherwise."""
+        item = _compliance_item(host, enforced, fleet_id)
+        kwargs = {}
+        if expect_version is None:
+            # A plain write (the sync) still bumps the version, so a concurrent
+            # read-modify-write (the webhook) notices it and re-reads.
+            item["version"] = {"N": str(time.time_ns())}
+        else:
+            item["version"] = {"N": str(expect_version + 1)}
+            kwargs = {
+                "ConditionExpression": "attribute_not_exists(pk) OR version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(expect_version)}},
+            }
+        self._call("put_item", TableName=self.table, Item=item, **kwargs)
+
+    def get_compliance_versioned(self, host_uuid: str):
+        """(HostCompliance, enforced ids, version) from one read, for read-modify-write."""
+        item = self._get("COMPLIANCE", f"HOST#{host_uuid}")
         if not item:
             return None
-        rows = json.loads(item["results"]["S"])
-        results = tuple(
-            PolicyResult(
-                policy_id=str(r["id"]), name=r["name"], result=r.get("result"),
-                critical=bool(r.get("critical")), resolution=r.get("resolution"),
-            )
-            for r in rows
-        )
-        host = HostCompliance(
-            host_uuid=host_uuid,
-            hostname=item.get("hostname", {}).get("S"),
-            team_id=item.get("team_id", {}).get("S"),
-            results=results,
-            synced_at=_parse_ts(item, "synced_at"),
-            device_users=tuple(item.get("device_users", {}).get("SS", [])),
-        )
-        return host, frozenset(str(r["id"]) for r in rows if r.get("enforced"))
+        host, enforced = _compliance_from_item(item)
+        return host, enforced, int(item.get("version", {}).get("N", "0"))
 
-    def put_compliance(self, host, enforced: frozenset[str] | set[str]) -> None:
-        rows = [
-            {
-                "id": r.policy_id, "name": r.name, "result": r.result, "critical": r.critical,
-                "resolution": r.resolution, "enforced": r.policy_id in enforced,
-            }
-            for r in host.results
-        ]
-        item = {
-            "pk": {"S": f"HOST#{host.host_uuid}"},
-            "sk": {"S": "COMPLIANCE"},
-            "results": {"S": json.dumps(rows, separators=(",", ":"))},
+    def all_compliance(self) -> dict[str, tuple]:
+        """UUID -> (HostCompliance, enforced ids, fleet id) for every host with data."""
+        out = {}
+        kwargs = {"TableName": self.table, "KeyConditionExpression": "pk = :pk",
+                  "ExpressionAttributeValues": {":pk": {"S": "COMPLIANCE"}}, "ConsistentRead": True}
+        while True:
+            page = self._call("query", **kwargs)
+            for item in page.get("Items", []):
+                host, enforced = _compliance_from_item(item)
+                fleet_id = item.get("fleet_id", {}).get("N")
+                out[host.host_uuid] = (host, enforced, int(fleet_id) if fleet_id else None)
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def delete_compliance(self, host_uuid: str) -> None:
+        self._call("delete_item", TableName=self.table, Key={"pk": {"S": "COMPLIANCE"}, "sk": {"S": f"HOST#{host_uuid}"}})
+
+    def put_fleet_host(self, fleet_id: int, host_uuid: str) -> None:
+        self._call("put_item", TableName=self.table, Item={
+            "pk": {"S": f"FLEETHOST#{fleet_id}"}, "sk": {"S": "FLEETHOST"}, "host_uuid": {"S": host_uuid}})
+
+    def fleet_host_uuid(self, fleet_id: int) -> str | None:
+        item = self._get(f"FLEETHOST#{fleet_id}", "FLEETHOST")
+        return item["host_uuid"]["S"] if item else None
+
+    def revoke_certificate(self, serial: int, reason: str, now: datetime) -> bool:
+        """Mark a certificate revoked (effective at once in the IdP). False if already revoked
+        or unknown."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key={"pk": {"S": f"CERT#{serial_key(serial)}"}, "sk": {"S": "CERT"}},
+                UpdateExpression="SET #s = :revoked, revoked_at = :now, revocation_reason = :reason",
+                ConditionExpression="attribute_exists(pk) AND #s <> :revoked",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":revoked": {"S": "revoked"}, ":now": _ts(now), ":reason": {"S": reason[:200]}},
+            )
+        except AlreadyRecorded:
+            return False
+        return True
+
+    def put_sync_report(self, report: dict) -> None:
+        self._call("put_item", TableName=self.table, Item={
+            "pk": {"S": "SYNC"}, "sk": {"S": "STATE"}, "report": {"S": json.dumps(report, default=str)}})
+
+    def sync_report(self) -> dict | None:
+        item = self._get("SYNC", "STATE")
+        return json.loads(item["report"]["S"]) if item else None
+
+
+def _compliance_item(host, enforced, fleet_id: int | None) -> dict:
+    rows = [
+        {
+            "id": r.policy_id, "name": r.name, "result": r.result, "critical": r.critical,
+            "resolution": r.resolution, "enforced": r.policy_id in enforced,
         }
-        if host.hostname:
-            item["hostname"] = {"S": host.hostname}
-        if host.team_id:
-            item["team_id"] = {"S": host.team_id}
-        if host.synced_at:
-            item["synced_at"] = _ts(host.synced_at)
-        if host.device_users:
-            item["device_users"] = {"SS": sorted(set(host.device_users))}
-        self._call("put_item", TableName=self.table, Item=item)
+        for r in host.results
+    ]
+    item = {
+        "pk": {"S": "COMPLIANCE"},
+        "sk": {"S": f"HOST#{host.host_uuid}"},
+        "host_uuid": {"S": host.host_uuid},
+        "results": {"S": json.dumps(rows, separators=(",", ":"))},
+    }
+    if host.hostname:
+        item["hostname"] = {"S": host.hostname}
+    if host.team_id:
+        item["team_id"] = {"S": host.team_id}
+    if host.synced_at:
+        item["synced_at"] = _ts(host.synced_at)
+    if host.device_users:
+        item["device_users"] = {"SS": sorted(set(host.device_users))}
+    if fleet_id is not None:
+        item["fleet_id"] = {"N": str(fleet_id)}
+    return item
+
+
+def _compliance_from_item(item: dict):
+    from .compliance.decision import HostCompliance, PolicyResult
+
+    rows = json.loads(item["results"]["S"])
+    results = tuple(
+        PolicyResult(
+            policy_id=str(r["id"]), name=r["name"], result=r.get("result"),
+            critical=bool(r.get("critical")), resolution=r.get("resolution"),
+        )
+        for r in rows
+    )
+    host = HostCompliance(
+        host_uuid=item["host_uuid"]["S"],
+        hostname=item.get("hostname", {}).get("S"),
+        team_id=item.get("team_id", {}).get("S"),
+        results=results,
+        synced_at=_parse_ts(item, "synced_at"),
+        device_users=tuple(item.get("device_users", {}).get("SS", [])),
+    )
+    return host, frozenset(str(r["id"]) for r in rows if r.get("enforced"))
 
 
 def _certificate_item(cert: CertificateRecord) -> dict:

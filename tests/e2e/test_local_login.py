@@ -28,19 +28,25 @@ def dg(*args, expect=0):
 
 def test_enroll_login_block_and_recover(stack, tmp_path):
     state = str(stack.state_dir)
-    enrolled = dg("local", "enroll", "--state-dir", state, "--out", str(tmp_path / "mac"))
-    host, cert, key = enrolled["host_uuid"], enrolled["cert"], enrolled["key"]
+    host = "5F0C3E8A-1B2C-4D5E-8F90-A1B2C3D4E5F6"
+    dg("local", "fleet", "add-host", "--state-dir", state, "--uuid", host, "--hostname", "alice-mbp",
+       "--email", "alice@example.com")
+    dg("local", "fleet", "set-policy", "--state-dir", state, "--host", host, "--policy", "FileVault enabled",
+       "--result", "pass", "--critical", "--resolution", "Turn on FileVault.")
+    report = dg("local", "sync", "--state-dir", state)
+    assert report["complete"] and report["hosts_seen"] >= 1 and report["written"] >= 1
+    enrolled = dg("local", "enroll", "--state-dir", state, "--out", str(tmp_path / "mac"), "--uuid", host)
+    cert, key = enrolled["cert"], enrolled["key"]
     login = ("local", "login", "--state-dir", state, "--cert", cert, "--key", key)
 
-    dg("local", "compliance", "set", "--state-dir", state, "--host", host, "--policy", "FileVault enabled",
-       "--result", "pass", "--critical", "--resolution", "Turn on FileVault.", "--hostname", "alice-mbp")
     for binding in ("redirect", "post"):
         allowed = dg(*login, "--binding", binding)
         assert allowed["outcome"] == "allowed" and allowed["details"]["NameID"] == "alice@example.com"
         assert "verified" in allowed["details"]["Signature"]
 
-    dg("local", "compliance", "set", "--state-dir", state, "--host", host, "--policy", "FileVault enabled",
+    dg("local", "fleet", "set-policy", "--state-dir", state, "--host", host, "--policy", "FileVault enabled",
        "--result", "fail", "--critical")
+    dg("local", "sync", "--state-dir", state)
     blocked = dg(*login, expect=3)
     assert blocked["outcome"] == "blocked" and "FileVault enabled" in blocked["page"]
     assert "Turn on FileVault." in blocked["page"] and "alice-mbp" in blocked["page"]
@@ -50,6 +56,10 @@ def test_enroll_login_block_and_recover(stack, tmp_path):
 
     no_subject = dg(*login, "--user", "", expect=3)
     assert no_subject["status"] == 400 and "did not say who" in no_subject["page"]
+
+    result = subprocess.run([sys.executable, "-m", "devicegate", "local", "enroll", "--state-dir", state,
+                             "--out", str(tmp_path / "other")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "not known to Fleet" in result.stderr, "only Fleet's hosts enroll"
 
 
 def test_commands_explain_a_missing_stack(tmp_path):

@@ -15,7 +15,7 @@ from devicegate.local import pki
 from devicegate.scep import protocol
 from devicegate.scep.protocol import FailInfo, PkiStatus
 from tests import scep_helpers as h
-from tests.stack_helpers import StackProcess, request, tls_context
+from tests.stack_helpers import StackProcess, fleet_host, request, tls_context
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def post_pki(stack, ctx, message: bytes) -> bytes:
 
 def enroll(stack, ctx, *, host=None, key=None, challenge=None, **kwargs):
     key = key or h.key()
-    host = host or h.new_uuid()
+    host = fleet_host(stack, host, policies=(), sync=False)  # only hosts Fleet knows may enroll
     ca = scep_ca(stack)
     csr = h.make_csr(key, host_uuid=host, challenge=challenge or stack.endpoints["scep_challenge"])
     message, nonce, _, _ = h.pkcs_req(ca, private_key=key, csr=csr, **kwargs)
@@ -85,7 +85,7 @@ def test_enroll_by_post(stack, public):
 def test_enroll_by_get(stack, public, style):
     key = h.key()
     ca = scep_ca(stack)
-    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge=stack.endpoints["scep_challenge"])
+    csr = h.make_csr(key, host_uuid=fleet_host(stack, policies=(), sync=False), challenge=stack.endpoints["scep_challenge"])
     # find a message whose base64 holds all of + / = (the characters clients escape differently)
     for _ in range(50):
         message, nonce, _, _ = h.pkcs_req(ca, private_key=key, csr=csr)
@@ -103,6 +103,15 @@ def test_enroll_by_get(stack, public, style):
     assert status == 200, body
     rep = protocol.parse_cert_rep(body, ca_cert=ca, requester_key=key)
     assert rep.status is PkiStatus.SUCCESS and rep.recipient_nonce == nonce
+
+
+def test_host_unknown_to_fleet_is_refused(stack, public):
+    key = h.key()
+    ca = scep_ca(stack)
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge=stack.endpoints["scep_challenge"])
+    rep = protocol.parse_cert_rep(post_pki(stack, public, h.pkcs_req(ca, private_key=key, csr=csr)[0]), ca_cert=ca,
+                                  requester_key=key)
+    assert rep.status is PkiStatus.FAILURE and "not known to Fleet" in rep.fail_text
 
 
 def test_wrong_challenge_is_a_failure_not_an_error(stack, public):
@@ -177,7 +186,7 @@ def test_restart_keeps_ca_and_certificates(tmp_path):
     ctx = tls_context(first["tls_ca"])
     key = h.key()
     ca = x509.load_pem_x509_certificate(first["scep_ca"].encode())
-    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge=first["scep_challenge"])
+    csr = h.make_csr(key, host_uuid=fleet_host(proc, policies=(), sync=False), challenge=first["scep_challenge"])
     message, _, _, signer = h.pkcs_req(ca, private_key=key, csr=csr, transaction_id="survives-restart")
     issued = protocol.parse_cert_rep(post_pki(proc, ctx, message), ca_cert=ca, requester_key=key).certificates[0]
     assert proc.stop() == 0

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from devicegate.local import tools
 from tests.interop import browser
-from tests.stack_helpers import StackProcess
+from tests.stack_helpers import StackProcess, fleet_host
 
 pytestmark = pytest.mark.interop
 
@@ -31,10 +31,11 @@ def stack(tmp_path_factory):
 
 def test_login_blocked_then_fixed_in_a_real_browser(stack, tmp_path):
     e = stack.endpoints
-    device = tools.enroll(stack.state_dir, tmp_path / "mac")
-    tools.set_policy(stack.state_dir, device.host_uuid, "FileVault enabled", "fail", critical=True,
-                     resolution="Open System Settings > Privacy & Security.\nTurn on FileVault.",
-                     hostname="Ada's MacBook Pro", email="ada@example.com")
+    host = fleet_host(stack, policies=(), hostname="Ada's MacBook Pro", email="ada@example.com", sync=False)
+    tools.fleet_set_policy(stack.state_dir, host, "FileVault enabled", "fail", critical=True,
+                           resolution="Open System Settings > Privacy & Security.\nTurn on FileVault.")
+    tools.sync_now(stack.state_dir)
+    device = tools.enroll(stack.state_dir, tmp_path / "mac", host)
     cert = x509.load_pem_x509_certificate(device.cert_path.read_bytes())
     key = serialization.load_pem_private_key(device.key_path.read_bytes(), password=None)
     scep_ca = x509.load_pem_x509_certificate(e["scep_ca"].encode())
@@ -58,7 +59,8 @@ def test_login_blocked_then_fixed_in_a_real_browser(stack, tmp_path):
         still = chromium.click("form:has(input[name=action][value=recheck]) button")
         assert "FileVault enabled" in still.text  # nothing changed yet
 
-        tools.set_policy(stack.state_dir, device.host_uuid, "FileVault enabled", "pass", critical=True)
+        tools.fleet_set_policy(stack.state_dir, host, "FileVault enabled", "pass", critical=True)
+        tools.sync_now(stack.state_dir)
         fixed = chromium.click("form:has(input[name=action][value=recheck]) button")
         assert fixed.url == e["okta"]["acs_url"], fixed.navigations
         assert "accepted the device factor" in fixed.text and "ada@example.com" in fixed.text

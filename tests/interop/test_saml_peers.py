@@ -20,6 +20,9 @@ from devicegate.local import dynamo, pki
 from devicegate.scep import protocol
 from tests import scep_helpers as h
 from tests.interop import saml_peers as peers
+from pathlib import Path
+
+from tests import stack_helpers
 from tests.stack_helpers import StackProcess, request, tls_context
 
 pytestmark = pytest.mark.interop
@@ -45,24 +48,18 @@ def world(stack):
     os.environ.update(dynamo.LOCAL_CREDENTIALS)
     store = store_mod.Store(e["dynamodb"]["table"], endpoint=e["dynamodb"]["endpoint"])
     return {
-        "e": e, "public": public, "metadata": metadata, "store": store,
+        "e": e, "public": public, "metadata": metadata, "store": store, "stack": stack,
         "sp": peers.SpIdentity.from_local_stack(e["okta"]), "idp": peers.IdpInfo.from_metadata(metadata),
     }
 
 
 def enrolled_device(world, result="pass"):
-    """Enroll over real HTTPS SCEP and record the host's compliance."""
-    e = world["e"]
-    ca = x509.load_pem_x509_certificate(e["scep_ca"].encode())
-    key = h.key(slot=30)
-    host = h.new_uuid()
-    message = h.pkcs_req(ca, private_key=key, csr=h.make_csr(key, host_uuid=host, challenge=e["scep_challenge"]))[0]
-    status, _, body = request(e["scep_url"] + "?operation=PKIOperation", world["public"], "POST", message)
-    cert = protocol.parse_cert_rep(body, ca_cert=ca, requester_key=key).certificates[0]
-    world["store"].put_compliance(HostCompliance(
-        host, "alice-mbp", None, (PolicyResult("7", "FileVault enabled", result, True, "Turn on FileVault."),),
-        datetime.now(timezone.utc), ("alice@example.com",)), {"7"})
-    return tls_context(e["tls_ca"], pki.pem_cert(cert), pki.pem_key(key))
+    """A host in the simulated Fleet, synced, enrolled over real HTTPS SCEP."""
+    import tempfile
+
+    device = stack_helpers.enrolled_device(world["stack"], Path(tempfile.mkdtemp()),
+                                           policies=(("FileVault enabled", result, True),))
+    return device.context(world["e"]["tls_ca"])
 
 
 def via_redirect(world, device, **kw):

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.interop import peers
-from tests.stack_helpers import StackProcess, request, tls_context
+from tests.stack_helpers import StackProcess, fleet_host, request, tls_context
 
 pytestmark = pytest.mark.interop
 
@@ -40,7 +40,7 @@ def stack(tmp_path_factory):
 def test_certmonger_enrolls_and_its_certificate_opens_the_device_listener(stack, tmp_path):
     _need("certmonger", "getcert", "dbus-daemon", "unshare", "mount", "openssl", root=True)
     e = stack.endpoints
-    host = str(uuid.uuid4()).upper()
+    host = fleet_host(stack, policies=(), sync=False)  # the CN names a host Fleet knows
     with peers.Certmonger(tmp_path / "certmonger", tls_ca_pem=e["tls_ca"]) as cm:
         cm.add_scep_ca("devicegate", e["scep_url"], e["scep_ca"], tls_ca_pem=e["tls_ca"])
         info = cm.enroll("devicegate", host, e["scep_challenge"], expect="MONITORING", timeout=90)

@@ -38,6 +38,8 @@ TABLE = "devicegate"
 CA_SECRET = "devicegate/scep-ca"
 CHALLENGE_SECRET = "devicegate/scep-challenge"
 IDP_KEY_SECRET = "devicegate/idp-signing-key"
+FLEET_TOKEN_SECRET = "devicegate/fleet-api-token"
+WEBHOOK_SECRET = "devicegate/fleet-webhook-secret"
 OKTA_AUDIENCE = "https://okta.devicegate.test/saml2/service-provider/spdevicegatelocal"
 OKTA_ACS_PATH = "/okta/sso/saml2"
 OKTA_LOGIN_PATH = "/okta/login"
@@ -57,6 +59,7 @@ class Material:
     sp_cert_pem: str
     sp_key_pem: str
     challenge: str
+    webhook_secret: str
 
 
 def prepare_material(state: Path) -> Material:
@@ -76,6 +79,9 @@ def prepare_material(state: Path) -> Material:
     challenge_path = state / "scep_challenge"
     if not challenge_path.exists():
         pki.write_private(challenge_path, secrets.token_urlsafe(24) + "\n")
+    webhook_path = state / "fleet" / "webhook_secret"
+    if not webhook_path.exists():
+        pki.write_private(webhook_path, secrets.token_urlsafe(32) + "\n")
     return Material(
         scep_ca_pem=pki.pem_cert(scep_ca),
         scep_ca_path=state / "ca" / "scep-ca.pem",
@@ -88,6 +94,7 @@ def prepare_material(state: Path) -> Material:
         sp_cert_pem=pki.pem_cert(sp_cert),
         sp_key_pem=pki.pem_key(sp_key),
         challenge=challenge_path.read_text().strip(),
+        webhook_secret=webhook_path.read_text().strip(),
     )
 
 
@@ -101,8 +108,9 @@ def _signer(name: str):
     return pki.signing_certificate(name, key), key
 
 
-def handler_environment(endpoint: str, *, public_url: str, device_url: str, sp_cert_pem: str) -> dict[str, str]:
-    """What infra sets on the Lambdas, pointed at the local endpoint and listeners."""
+def handler_environment(endpoint: str, *, public_url: str, device_url: str, sp_cert_pem: str,
+                        fleet_url: str, fleet_ca_bundle: str | None) -> dict[str, str]:
+    """What infra sets on the Lambdas, pointed at the local endpoint, listeners and Fleet."""
     return {
         **dynamo.LOCAL_CREDENTIALS,
         "AWS_ENDPOINT_URL": endpoint,
@@ -117,10 +125,28 @@ def handler_environment(endpoint: str, *, public_url: str, device_url: str, sp_c
         "DEVICEGATE_OKTA_AUDIENCE": OKTA_AUDIENCE,
         "DEVICEGATE_OKTA_ACS_URL": f"{public_url}{OKTA_ACS_PATH}",
         "DEVICEGATE_OKTA_SP_CERT": sp_cert_pem,
+        "DEVICEGATE_FLEET_URL": fleet_url,
+        "DEVICEGATE_FLEET_TOKEN_SECRET": FLEET_TOKEN_SECRET,
+        "DEVICEGATE_FLEET_CA_BUNDLE": fleet_ca_bundle or "",
+        "DEVICEGATE_FLEET_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "DEVICEGATE_REQUIRE_KNOWN_HOST": "true",
     }
 
 
-def _ensure_aws_resources(endpoint: str, material: Material) -> None:
+def tool_environment(endpoints: dict) -> dict[str, str]:
+    """The environment a local command needs to run a handler's code (the sync) itself."""
+    fleet = endpoints["fleet"]
+    return {
+        **dynamo.LOCAL_CREDENTIALS,
+        "AWS_ENDPOINT_URL": endpoints["dynamodb"]["endpoint"],
+        "DEVICEGATE_TABLE": endpoints["dynamodb"]["table"],
+        "DEVICEGATE_FLEET_URL": fleet["url"],
+        "DEVICEGATE_FLEET_TOKEN_SECRET": FLEET_TOKEN_SECRET,
+        "DEVICEGATE_FLEET_CA_BUNDLE": fleet.get("ca_bundle") or "",
+    }
+
+
+def _ensure_aws_resources(endpoint: str, material: Material, fleet_token: str) -> None:
     import boto3
 
     kwargs = {"endpoint_url": endpoint, "region_name": dynamo.LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"]}
@@ -132,6 +158,8 @@ def _ensure_aws_resources(endpoint: str, material: Material) -> None:
         (CA_SECRET, material.scep_ca_secret),
         (CHALLENGE_SECRET, material.challenge),
         (IDP_KEY_SECRET, material.idp_secret),
+        (FLEET_TOKEN_SECRET, fleet_token),
+        (WEBHOOK_SECRET, material.webhook_secret),
     ):
         try:
             current = sm.get_secret_value(SecretId=name)["SecretString"]
@@ -144,11 +172,13 @@ def _ensure_aws_resources(endpoint: str, material: Material) -> None:
 
 def _reset_handler_caches() -> None:
     # Handlers cache settings per "container"; the stack may have just changed the environment.
+    from ..compliance import webhook
     from ..saml import handler as saml_handler
     from ..scep import handler as scep_handler
 
     scep_handler.reset()
     saml_handler.reset()
+    webhook.reset()
 
 
 class _LateOkta:
@@ -163,11 +193,46 @@ class _LateOkta:
         return self.target.acs_handler(event, context)
 
 
+class SyncLoop:
+    """The scheduled sync, locally: the sync Lambda's handler every ``interval`` seconds."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="devicegate-sync", daemon=True)
+
+    def _run(self) -> None:
+        from ..compliance import sync
+
+        while not self.stopping.is_set():
+            try:
+                report = sync.lambda_handler({"source": "local-schedule"}, None)
+                if report["errors"]:
+                    log.warning("sync finished with errors: %s", report["errors"][:3])
+            except Exception:  # noqa: BLE001 - the loop outlives a bad run, like the schedule does
+                log.exception("sync failed")
+            self.stopping.wait(self.interval)
+
+    def start(self) -> "SyncLoop":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+
 class LocalStack:
-    def __init__(self, state_dir: Path, *, public_port: int = 0, device_port: int = 0):
+    def __init__(self, state_dir: Path, *, public_port: int = 0, device_port: int = 0,
+                 fleet_url: str | None = None, fleet_token_file: Path | None = None, sync_interval: float = 60.0):
         self.state = Path(state_dir).resolve()
         self.public_port = public_port
         self.device_port = device_port
+        self.fleet_url = fleet_url.rstrip("/") if fleet_url else None
+        self.fleet_token_file = fleet_token_file
+        self.sync_interval = sync_interval
+        self.fleet_sim = None
+        self.sync_loop: SyncLoop | None = None
         self.moto: dynamo.MotoServer | None = None
         self.gateway: Gateway | None = None
         self.endpoints: dict | None = None
@@ -181,8 +246,9 @@ class LocalStack:
         os.chmod(self.state, 0o700)
         self.endpoints_path.unlink(missing_ok=True)
         material = prepare_material(self.state)
-        self.moto = dynamo.MotoServer(log_path=self.state / "aws-requests.jsonl").start()
         try:
+            fleet_url, fleet_token, fleet_ca, fleet_mode = self._fleet(material)
+            self.moto = dynamo.MotoServer(log_path=self.state / "aws-requests.jsonl").start()
             routes = [Route(r.listener, r.path, r.load_handler(), name=f"devicegate-{r.function}") for r in routes_mod.ROUTES]
             okta = _LateOkta()
             routes += [
@@ -201,9 +267,10 @@ class LocalStack:
             public = f"https://{HOST}:{self.gateway.public_port}"
             device = f"https://{HOST}:{self.gateway.device_port}"
             os.environ.update(
-                handler_environment(self.moto.endpoint, public_url=public, device_url=device, sp_cert_pem=material.sp_cert_pem)
+                handler_environment(self.moto.endpoint, public_url=public, device_url=device,
+                                    sp_cert_pem=material.sp_cert_pem, fleet_url=fleet_url, fleet_ca_bundle=fleet_ca)
             )
-            _ensure_aws_resources(self.moto.endpoint, material)
+            _ensure_aws_resources(self.moto.endpoint, material, fleet_token)
             _reset_handler_caches()
             okta.target = LocalOkta(
                 audience=OKTA_AUDIENCE,
@@ -235,31 +302,70 @@ class LocalStack:
                 "sp_key": material.sp_key_pem,
             },
             "dynamodb": {"endpoint": self.moto.endpoint, "table": TABLE},
-            # The simulated Fleet arrives with the Fleet issue; until then no Fleet is wired.
-            "fleet": {"mode": "none", "url": None},
+            "fleet": {
+                "mode": fleet_mode,
+                "url": fleet_url,
+                "ca_bundle": fleet_ca,
+                # the simulated Fleet's admin token (the local CLI drives it); never a real one
+                "token": fleet_token if fleet_mode == "simulated" else None,
+                "webhook_url": f"{public}/fleet/webhook?secret={material.webhook_secret}",
+                "webhook_secret": material.webhook_secret,
+                "sync_interval_seconds": self.sync_interval,
+            },
             "state_dir": str(self.state),
             "pid": os.getpid(),
         }
+        self.sync_loop = SyncLoop(self.sync_interval).start()
         pki.write_private(self.endpoints_path, json.dumps(self.endpoints, indent=2) + "\n")  # atomic
         return self.endpoints
+
+    def _fleet(self, material: Material) -> tuple[str, str, str | None, str]:
+        """(url, API token, CA bundle, mode): a real Fleet when given, else the simulated one."""
+        if self.fleet_url:
+            if not self.fleet_url.startswith("https://"):
+                raise SystemExit(f"--fleet-url {self.fleet_url!r}: use the Fleet server's https:// URL")
+            if self.fleet_token_file is None or not Path(self.fleet_token_file).is_file():
+                raise SystemExit("--fleet-token-file: give a file holding a Fleet API token (an API-only user's)")
+            token = Path(self.fleet_token_file).read_text().strip()
+            if not token:
+                raise SystemExit(f"--fleet-token-file {self.fleet_token_file}: the file is empty")
+            return self.fleet_url, token, None, "real"
+        from .fleet_sim import SimulatedFleet
+
+        token_path = self.state / "fleet" / "sim_token"
+        if not token_path.exists():
+            pki.write_private(token_path, secrets.token_urlsafe(32) + "\n")
+        token = token_path.read_text().strip()
+        self.fleet_sim = SimulatedFleet(self.state / "fleet" / "sim_state.json", token=token,
+                                        certfile=str(material.tls_cert_path), keyfile=str(material.tls_key_path))
+        self.fleet_sim.start()
+        return self.fleet_sim.url, token, str(self.state / "tls" / "tls-ca.pem"), "simulated"
 
     def stop(self) -> None:
         if self.endpoints_path.exists():
             self.endpoints_path.unlink(missing_ok=True)
+        if self.sync_loop is not None:
+            self.sync_loop.stop()
+            self.sync_loop = None
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
+        if self.fleet_sim is not None:
+            self.fleet_sim.stop()
+            self.fleet_sim = None
 
 
-def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0) -> int:
+def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0, fleet_url: str | None = None,
+        fleet_token_file: Path | None = None, sync_interval: float = 60.0) -> int:
     """Run in the foreground until SIGINT or SIGTERM."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stack = LocalStack(state_dir, public_port=public_port, device_port=device_port)
+    stack = LocalStack(state_dir, public_port=public_port, device_port=device_port, fleet_url=fleet_url,
+                       fleet_token_file=fleet_token_file, sync_interval=sync_interval)
     endpoints = stack.start()
     try:
         print(
@@ -267,6 +373,7 @@ def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0) -> int:
             f"  public (TLS)      {endpoints['public_url']}   SCEP: {endpoints['scep_url']}\n"
             f"  device (mTLS)     {endpoints['device_url']}\n"
             f"  DynamoDB (moto)   {endpoints['dynamodb']['endpoint']}  table {TABLE}\n"
+            f"  Fleet ({endpoints['fleet']['mode']})  {endpoints['fleet']['url']}  sync every {stack.sync_interval:g}s\n"
             f"  TLS CA            {stack.state / 'tls' / 'tls-ca.pem'}\n"
             f"  SCEP CA           {stack.state / 'ca' / 'scep-ca.pem'}\n"
             f"  SCEP challenge    {stack.state / 'scep_challenge'}\n"

@@ -2,8 +2,7 @@
 
 ``enroll``  a host with devicegate's own SCEP client (what macOS does, over real HTTPS);
 ``login``   as a browser would: local Okta -> device host (mTLS) -> local Okta's ACS;
-``compliance set`` writes a host's policy result straight into the stack's DynamoDB (until
-the simulated Fleet replaces it).
+``fleet ...`` changes the simulated Fleet (hosts, policy results); ``sync`` runs one sync now.
 """
 
 from __future__ import annotations
@@ -16,16 +15,13 @@ import ssl
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from html import unescape
 from pathlib import Path
 
 from cryptography import x509
 
-from .. import store as store_mod
-from ..compliance.decision import HostCompliance, PolicyResult
 from ..scep import protocol
-from . import dynamo, pki
+from . import pki
 
 
 class ToolError(RuntimeError):
@@ -174,35 +170,63 @@ def login(state_dir: Path, cert: Path | None, key: Path | None, user: str | None
     return LoginResult("refused", status, [], _text(page))
 
 
-# ------------------------------------------------------------------------------ compliance
+# ------------------------------------------------------------------------------ Fleet
 
 
-def set_policy(state_dir: Path, host_uuid: str, policy: str, result: str | None, *, critical: bool = False,
-               resolution: str | None = None, hostname: str | None = None, email: str | None = None) -> HostCompliance:
-    """Set one policy result on a host, enforced, and mark the data fresh."""
-    e = endpoints(state_dir)
-    os.environ.update(dynamo.LOCAL_CREDENTIALS)
-    store = store_mod.Store(e["dynamodb"]["table"], endpoint=e["dynamodb"]["endpoint"])
+def _fleet_admin(e: dict, method: str, path: str, body: dict | None = None) -> dict:
+    fleet = e["fleet"]
+    if fleet["mode"] != "simulated":
+        raise ToolError("this stack uses a real Fleet: change hosts and policies in Fleet itself")
+    ctx = ssl.create_default_context(cafile=fleet["ca_bundle"])
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {fleet['token']}", "Content-Type": "application/json"}
+    status, _, reply = _request(fleet["url"] + path, ctx, method, data, headers)
+    document = json.loads(reply or b"{}")
+    if status >= 400:
+        raise ToolError(f"the simulated Fleet refused: {document.get('message', status)} "
+                        f"{'; '.join(e.get('reason', '') for e in document.get('errors', []))}".strip())
+    return document
+
+
+def fleet_add_host(state_dir: Path, host_uuid: str, hostname: str | None = None, email: str | None = None,
+                   team: str | None = None) -> dict:
     host_uuid = host_uuid.upper()
-    current = store.get_compliance(host_uuid)
-    old, enforced = current if current else (None, frozenset())
-    results = {r.name: r for r in (old.results if old else ())}
-    previous = results.get(policy)
-    results[policy] = PolicyResult(
-        policy_id=previous.policy_id if previous else f"local-{len(results) + 1}",
-        name=policy,
-        result=result,
-        critical=critical,
-        resolution=resolution if resolution is not None else (previous.resolution if previous else None),
-    )
-    users = tuple(old.device_users if old else ()) + ((email,) if email else ())
-    host = HostCompliance(
-        host_uuid=host_uuid,
-        hostname=hostname or (old.hostname if old else None),
-        team_id=old.team_id if old else None,
-        results=tuple(results.values()),
-        synced_at=datetime.now(timezone.utc),
-        device_users=tuple(dict.fromkeys(users)),
-    )
-    store.put_compliance(host, set(enforced) | {results[policy].policy_id})
-    return host
+    body = {"uuid": host_uuid, "hostname": hostname or f"mac-{host_uuid[:8].lower()}"}
+    if email:
+        body["email"] = email
+    if team:
+        body["team"] = team
+    return _fleet_admin(endpoints(state_dir), "POST", "/_sim/hosts", body)
+
+
+def fleet_set_policy(state_dir: Path, host_uuid: str, policy: str, result: str, *, critical: bool = False,
+                     resolution: str | None = None) -> dict:
+    body = {"host_uuid": host_uuid.upper(), "policy": policy, "result": result, "critical": critical}
+    if resolution is not None:
+        body["resolution"] = resolution
+    return _fleet_admin(endpoints(state_dir), "POST", "/_sim/results", body)
+
+
+def fleet_remove_host(state_dir: Path, host_uuid: str) -> dict:
+    return _fleet_admin(endpoints(state_dir), "DELETE", f"/_sim/hosts/{urllib.parse.quote(host_uuid.upper())}")
+
+
+def fleet_state(state_dir: Path) -> dict:
+    return _fleet_admin(endpoints(state_dir), "GET", "/_sim/state")
+
+
+def sync_now(state_dir: Path) -> dict:
+    """One sync, run here with the sync Lambda's own code; returns its report once written."""
+    from .. import settings
+    from ..compliance import sync
+    from .stack import tool_environment
+
+    saved = dict(os.environ)
+    os.environ.update(tool_environment(endpoints(state_dir)))
+    settings.load_fleet.cache_clear()
+    try:
+        return sync.lambda_handler({"source": "devicegate local sync"}, None)
+    finally:  # a library caller (a test) keeps its own environment
+        os.environ.clear()
+        os.environ.update(saved)
+        settings.load_fleet.cache_clear()

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import alb, settings
 from ..compliance import decision as decision_mod
-from ..compliance.source import ComplianceSource, StoreSource
+from ..compliance.source import ComplianceSource, FleetSource, StoreSource
 from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
 from . import authn_request, metadata, pages, response
 
@@ -59,6 +59,9 @@ def _idp() -> Idp:
                 config.idp_key_secret_id, secrets_client.get(config.idp_key_secret_id, ttl=float("inf"))
             )
             store = Store(config.table)
+            fleet = settings.load_fleet()
+            client = settings.fleet_client(fleet, secrets_client)
+            source = FleetSource(store, client, fleet.enforcement()) if client else StoreSource(store)
             certs = [key.certificate_pem] + ([key.next_certificate_pem] if key.next_certificate_pem else [])
             _state["idp"] = Idp(
                 config=config,
@@ -74,7 +77,7 @@ def _idp() -> Idp:
                 metadata_xml=metadata.build_metadata(entity_id=config.entity_id, sso_url=config.sso_url, signing_certs=certs),
                 ca_cert=ca.certificate,
                 store=store,
-                source=StoreSource(store),
+                source=source,
                 rules=decision_mod.Rules(
                     max_age=timedelta(seconds=config.max_data_age_seconds),
                     fail_mode=decision_mod.FailMode(config.fail_mode),
@@ -91,6 +94,7 @@ def reset() -> None:
     with _lock:
         _state.clear()
     settings.load_idp.cache_clear()
+    settings.load_fleet.cache_clear()
 
 
 def lambda_handler(event, context):

@@ -350,7 +350,12 @@ class Authority:
                 FailInfo.BAD_REQUEST,
                 f"the CSR has no SAN URI {UUID_URI_PREFIX}<hardware UUID> naming the host",
             )
-        if not self.host_known(host_uuid):
+        try:
+            known = self.host_known(host_uuid)
+        except Exception as exc:  # Fleet unreachable: fail closed, say why
+            log.warning("checking host %s with Fleet failed: %s", host_uuid, exc)
+            raise Refusal(FailInfo.BAD_REQUEST, "the CA cannot check this host with Fleet right now; retry later") from None
+        if not known:
             raise Refusal(FailInfo.BAD_REQUEST, f"host {host_uuid} is not known to Fleet")
 
         now = self.clock()

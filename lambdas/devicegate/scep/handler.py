@@ -34,6 +34,8 @@ def _authority() -> tuple[Authority, bytes]:
             secrets = settings.Secrets()
             ca = settings.parse_ca_secret(config.ca_secret_id, secrets.get(config.ca_secret_id, ttl=float("inf")))
             _state["ca_der"] = ca.certificate.public_bytes(Encoding.DER)
+            fleet = settings.load_fleet()
+            client = settings.fleet_client(fleet, secrets) if fleet.require_known_host else None
             _state["authority"] = Authority(
                 ca_cert=ca.certificate,
                 ca_key=ca.private_key,
@@ -41,6 +43,8 @@ def _authority() -> tuple[Authority, bytes]:
                 challenge=lambda: secrets.get(config.scep_challenge_secret_id),
                 validity_days=config.cert_validity_days,
                 accept_cn_uuid=config.accept_cn_uuid,
+                # With Fleet configured, only hosts Fleet knows may enroll.
+                host_known=(lambda uuid: client.host_by_uuid(uuid) is not None) if client else (lambda uuid: True),
             )
         return _state["authority"], _state["ca_der"]
 
@@ -50,6 +54,7 @@ def reset() -> None:
     with _lock:
         _state.clear()
     settings.load.cache_clear()
+    settings.load_fleet.cache_clear()
 
 
 def lambda_handler(event, context):
