@@ -89,3 +89,11 @@ def test_properties(rs, enforced, strict, bypass):
         assert d.outcome == BLOCK
     else:
         assert d.outcome == ALLOW and d.bypass_used
+
+
+def test_device_user_match_is_ascii_case_insensitive_only():
+    h = host(p("1", "pass"), users=("kate@example.com", "strasse@example.com"))
+    rules = Rules(require_device_user=True)
+    assert decide(h, enforced={"1"}, now=NOW, rules=rules, okta_user="KATE@example.com").outcome == ALLOW
+    assert decide(h, enforced={"1"}, now=NOW, rules=rules, okta_user="\u212aate@example.com").outcome == UNKNOWN
+    assert decide(h, enforced={"1"}, now=NOW, rules=rules, okta_user="stra\u00dfe@example.com").outcome == UNKNOWN

@@ -203,3 +203,16 @@ def test_misconfiguration_is_a_503_naming_nothing_secret(monkeypatch):
     result = handler.lambda_handler({"httpMethod": "GET", "path": "/saml/metadata", "multiValueHeaders": {}}, None)
     assert result["statusCode"] == 503
     handler.reset()
+
+
+def test_check_again_must_be_a_same_origin_form(world):
+    _, cert = world.device(results=FAILING)
+    _, _, page = world.call(world.redirect_event(cert)[1])
+    token = form_value(page, "token")
+    event = world.post_event(cert, "/saml/recheck", {"token": token}, headers={"content-type": "application/json"})
+    assert world.call(event)[0] == 400
+    event = world.post_event(cert, "/saml/recheck", {"token": token}, headers={"origin": "https://evil.example.com"})
+    status, _, page = world.call(event)
+    assert status == 400 and "this sign-in page" in page
+    event = world.post_event(cert, "/saml/recheck", {"token": token}, headers={"origin": "https://okta.devicegate.example.com"})
+    assert world.call(event)[0] == 403  # same origin: still blocked, but the form is accepted

@@ -295,3 +295,28 @@ def test_redirect_with_embedded_xml_signature_too(sp, expect):
     root = _signed_root(sp)
     refused(ar.from_redirect, raw_query(okta.redirect_query(etree.tostring(root), sp[0], None)), expect, NOW,
             match="must not also carry")
+
+
+def test_issue_instant_that_overflows_is_refused(sp, expect):
+    for instant in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"):
+        doc = xml().replace(b'IssueInstant="2026-12-03T12:00:00Z"', f'IssueInstant="{instant}"'.encode())
+        refused(ar.from_redirect, redirect(sp, doc), expect, NOW, match="xs:dateTime")
+
+
+def test_redirect_relay_state_is_form_decoded(sp, expect):
+    # python3-saml and Java's URLEncoder write a space as '+'
+    q = okta.redirect_query(xml(), sp[0], None)
+    query = q.split("&SigAlg=")[0] + "&RelayState=a+b%2Bc" + "&SigAlg=" + q.split("&SigAlg=")[1].split("&Signature=")[0]
+    signature = sp[0].sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
+    query += "&Signature=" + quote(base64.b64encode(signature).decode(), safe="")
+    assert ar.from_redirect(raw_query(query), expect, NOW).relay_state == "a b+c"
+
+
+@pytest.mark.parametrize("relay", ["%FF%FE", "a%00b", "line%0Abreak"])
+def test_relay_state_that_would_not_survive_a_form_is_refused(sp, expect, relay):
+    q = okta.redirect_query(xml(), sp[0], None)
+    query = q.split("&SigAlg=")[0] + f"&RelayState={relay}" + "&SigAlg=" + q.split("&SigAlg=")[1].split("&Signature=")[0]
+    signature = sp[0].sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
+    query += "&Signature=" + quote(base64.b64encode(signature).decode(), safe="")
+    with pytest.raises(RequestRefused):
+        ar.from_redirect(raw_query(query), expect, NOW)

@@ -71,6 +71,10 @@ class Decision:
         return self.outcome == ALLOW
 
 
+def _fold(user: str) -> str:
+    return user.lower() if user.isascii() else user
+
+
 def decide(
     host: HostCompliance | None,
     *,
@@ -85,8 +89,9 @@ def decide(
         return Decision(UNKNOWN, (Reason("no_data", "This device has no compliance data yet."),))
 
     if rules.require_device_user:
-        users = {u.casefold() for u in host.device_users}
-        if okta_user is None or okta_user.casefold() not in users:
+        # Case-insensitive for ASCII only: casefold() would make "\u212aate@" match "kate@".
+        users = {_fold(u) for u in host.device_users}
+        if okta_user is None or _fold(okta_user) not in users:
             return Decision(
                 UNKNOWN,
                 (Reason("not_device_user", "You are not a user of this device in Fleet."),),

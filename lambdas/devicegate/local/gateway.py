@@ -402,7 +402,10 @@ class _Handler(BaseHTTPRequestHandler):
             ("x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}"),
         ]
         if self.server.listener == "device":
-            der = self.connection.getpeercert(binary_form=True)
+            try:
+                der = self.connection.getpeercert(binary_form=True)
+            except ValueError:  # the client went away mid-handshake
+                return None
             if not der:
                 return None  # cannot happen with CERT_REQUIRED; fail closed anyway
             from cryptography import x509

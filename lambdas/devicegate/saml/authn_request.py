@@ -13,7 +13,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote_plus
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -102,8 +102,13 @@ def _strict_b64(text: str, what: str) -> bytes:
 
 
 def _relay_state(value: str | None) -> str | None:
-    if value is not None and len(value.encode("utf-8")) > MAX_RELAY_STATE:
+    if value is None:
+        return None
+    if len(value.encode("utf-8")) > MAX_RELAY_STATE:
         raise RequestRefused(f"RelayState is longer than {MAX_RELAY_STATE} bytes")
+    # It goes back through an HTML form, where control characters do not survive unchanged.
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise RequestRefused("RelayState holds control characters")
     return value
 
 
@@ -124,8 +129,14 @@ def inflate(data: bytes) -> bytes:
 def from_redirect(raw_query: dict[str, list[str]], expect: Expectations, now: datetime) -> AuthnRequest:
     """HTTP-Redirect: ``raw_query`` holds names and values exactly as received (still
     percent-encoded); the signature covers those octets, not a re-encoding of them."""
-    raw_pairs = [(unquote(raw_name), raw_name, value) for raw_name, values in raw_query.items() for value in values]
-    decoded = [(name, unquote(value)) for name, _, value in raw_pairs]
+    # Senders form-encode the query (Java's URLEncoder and python3-saml write a space as '+'),
+    # so values decode as a form would; the signature still covers the octets as received.
+    try:
+        raw_pairs = [(unquote_plus(raw_name, errors="strict"), raw_name, value)
+                     for raw_name, values in raw_query.items() for value in values]
+        decoded = [(name, unquote_plus(value, errors="strict")) for name, _, value in raw_pairs]
+    except UnicodeDecodeError:
+        raise RequestRefused("the query is not percent-encoded UTF-8") from None
     encoded = _single(decoded, "SAMLRequest")
     if encoded is None:
         raise RequestRefused("no SAMLRequest parameter")
@@ -266,11 +277,11 @@ def _parse_instant(text: str | None) -> datetime:
         raise RequestRefused("the request has no IssueInstant")
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if value.tzinfo is None:
+            raise RequestRefused("IssueInstant has no time zone")
+        return value.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # year 1 or 9999 with an offset overflows
         raise RequestRefused("IssueInstant is not an xs:dateTime") from None
-    if value.tzinfo is None:
-        raise RequestRefused("IssueInstant has no time zone")
-    return value.astimezone(timezone.utc)
 
 
 def _text(element) -> str:

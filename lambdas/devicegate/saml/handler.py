@@ -265,6 +265,12 @@ def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
     now = idp.clock()
     if request.method != "POST":
         return pages.bad_request("“Check again” is a form; use the button on the page")
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return pages.bad_request("“Check again” is a form; use the button on the page")
+    origin = request.header("origin")
+    if origin is not None and origin != _origin(idp.config.sso_url):
+        return pages.bad_request("“Check again” must come from this sign-in page")
     try:
         pairs = parse_qsl(request.body.decode("ascii"), keep_blank_values=True, strict_parsing=True, max_num_fields=5)
     except (UnicodeDecodeError, ValueError):
@@ -303,6 +309,13 @@ def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
                 return pages.bad_request("this device already used its bypass; fix the policies and check again")
             bypass = True
     return _answer(idp, pending, device, now, action=action, token=token, bypass=bypass)
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _audit(action, request, device, outcome, status, verdict=None, user=None) -> None:
