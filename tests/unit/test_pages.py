@@ -188,7 +188,7 @@ def sha256_source(text: str) -> str:
 def test_every_page_has_the_security_headers(name, response):
     assert response.content_type == "text/html; charset=utf-8"
     assert response.headers["X-Frame-Options"] == "DENY"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
     directives = csp(response)

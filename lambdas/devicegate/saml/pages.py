@@ -247,7 +247,7 @@ def _response(status: int, document: str, *, form_actions: Sequence[str] = (), s
     headers = {
         "Content-Security-Policy": _csp(form_actions=form_actions, script=script),
         "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",  # never leaves the origin; lets "check again" carry its Origin
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store",
     }
@@ -259,7 +259,7 @@ def _document(title: str, body: str, *, script: bool = False) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="referrer" content="same-origin">\n'
         '<meta name="robots" content="noindex, nofollow">\n'
         f"<title>{_text(title)} \u2013 {BRAND}</title>\n"
         # An empty data: icon stops the browser asking for /favicon.ico.
