@@ -18,8 +18,10 @@ from pathlib import Path
 
 
 class StackProcess:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, env: dict | None = None, args: tuple = ()):
         self.state_dir = Path(state_dir)
+        self.env = env or {}
+        self.args = tuple(args)
         self.process: subprocess.Popen | None = None
         self.endpoints: dict = {}
         self.log = self.state_dir.parent / f"{self.state_dir.name}-stack.log"
@@ -30,8 +32,9 @@ class StackProcess:
         path.unlink(missing_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "devicegate", "local", "up", "--state-dir", str(self.state_dir)],
+                [sys.executable, "-m", "devicegate", "local", "up", "--state-dir", str(self.state_dir), *self.args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout
         while not path.exists():

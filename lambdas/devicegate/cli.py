@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--device-port", type=_port, default=0, help="device mTLS listener port (default: a free one)")
     up.add_argument("--fleet-url", help="a real Fleet server (https://...) instead of the simulated one")
     up.add_argument("--fleet-token-file", type=Path, help="file holding that Fleet's API token")
+    up.add_argument("--fleet-ca-bundle", type=Path, help="CA bundle for a Fleet with a private TLS CA")
     up.add_argument("--sync-interval", type=float, default=60.0, help="seconds between syncs (default 60)")
 
     enroll = local.add_parser("enroll", help="enroll a host with devicegate's own SCEP client (as macOS does)")
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return stack.run(args.state_dir, public_port=args.public_port, device_port=args.device_port,
                          fleet_url=args.fleet_url, fleet_token_file=args.fleet_token_file,
-                         sync_interval=args.sync_interval)
+                         sync_interval=args.sync_interval, fleet_ca_bundle=args.fleet_ca_bundle)
     if args.command == "local":
         return _local_tool(args)
     return 2

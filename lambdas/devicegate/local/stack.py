@@ -224,12 +224,14 @@ class SyncLoop:
 
 class LocalStack:
     def __init__(self, state_dir: Path, *, public_port: int = 0, device_port: int = 0,
-                 fleet_url: str | None = None, fleet_token_file: Path | None = None, sync_interval: float = 60.0):
+                 fleet_url: str | None = None, fleet_token_file: Path | None = None, sync_interval: float = 60.0,
+                 fleet_ca_bundle: Path | None = None):
         self.state = Path(state_dir).resolve()
         self.public_port = public_port
         self.device_port = device_port
         self.fleet_url = fleet_url.rstrip("/") if fleet_url else None
         self.fleet_token_file = fleet_token_file
+        self.fleet_ca_bundle = Path(fleet_ca_bundle).resolve() if fleet_ca_bundle else None
         self.sync_interval = sync_interval
         self.fleet_sim = None
         self.sync_loop: SyncLoop | None = None
@@ -329,7 +331,9 @@ class LocalStack:
             token = Path(self.fleet_token_file).read_text().strip()
             if not token:
                 raise SystemExit(f"--fleet-token-file {self.fleet_token_file}: the file is empty")
-            return self.fleet_url, token, None, "real"
+            if self.fleet_ca_bundle is not None and not self.fleet_ca_bundle.is_file():
+                raise SystemExit(f"--fleet-ca-bundle {self.fleet_ca_bundle}: no such file")
+            return self.fleet_url, token, str(self.fleet_ca_bundle) if self.fleet_ca_bundle else None, "real"
         from .fleet_sim import SimulatedFleet
 
         token_path = self.state / "fleet" / "sim_token"
@@ -359,13 +363,13 @@ class LocalStack:
 
 
 def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0, fleet_url: str | None = None,
-        fleet_token_file: Path | None = None, sync_interval: float = 60.0) -> int:
+        fleet_token_file: Path | None = None, sync_interval: float = 60.0, fleet_ca_bundle: Path | None = None) -> int:
     """Run in the foreground until SIGINT or SIGTERM."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stack = LocalStack(state_dir, public_port=public_port, device_port=device_port, fleet_url=fleet_url,
-                       fleet_token_file=fleet_token_file, sync_interval=sync_interval)
+                       fleet_token_file=fleet_token_file, sync_interval=sync_interval, fleet_ca_bundle=fleet_ca_bundle)
     endpoints = stack.start()
     try:
         print(
