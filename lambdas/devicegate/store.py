@@ -353,6 +353,22 @@ class Store:
             return False
         return True
 
+    def revoked_certificates(self) -> list[CertificateRecord]:
+        """Every revoked certificate (a scan: run by the daily CRL job, never on a login)."""
+        out = []
+        kwargs = {
+            "TableName": self.table,
+            "FilterExpression": "sk = :cert AND #s = :revoked",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":cert": {"S": "CERT"}, ":revoked": {"S": "revoked"}},
+        }
+        while True:
+            page = self._call("scan", **kwargs)
+            out += [_certificate_from_item(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def put_sync_report(self, report: dict) -> None:
         self._call("put_item", TableName=self.table, Item={
             "pk": {"S": "SYNC"}, "sk": {"S": "STATE"}, "report": {"S": json.dumps(report, default=str)}})
