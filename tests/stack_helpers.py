@@ -76,15 +76,9 @@ def tls_context(ca_pem: str, cert_pem: str | None = None, key_pem: str | None = 
 def request(url: str, ctx: ssl.SSLContext, method: str = "GET", body: bytes | None = None,
             headers: dict | None = None, raw_path: str | None = None) -> tuple[int, dict, bytes]:
     """One HTTPS request; ``raw_path`` sends exactly these path+query octets (no re-quoting)."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx, timeout=30)
-    try:
-        path = raw_path or (parts.path + (f"?{parts.query}" if parts.query else ""))
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
+    from devicegate.local.tools import https_request
+
+    return https_request(url, ctx, method, body, headers, raw_path)
 
 
 @dataclass

@@ -42,7 +42,7 @@ def _context(e: dict, cert: Path | None = None, key: Path | None = None) -> ssl.
     return ctx
 
 
-def _request(url: str, ctx, method="GET", body: bytes | None = None, headers=None, raw_path=None):
+def https_request(url: str, ctx, method="GET", body: bytes | None = None, headers=None, raw_path=None):
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx, timeout=30)
     try:
@@ -88,7 +88,7 @@ def enroll(state_dir: Path, out_dir: Path, host_uuid: str | None = None, challen
         .sign(key, hashes.SHA256())
     )
     ctx = _context(e)
-    status, _, ca_der = _request(e["scep_url"] + "?operation=GetCACert", ctx)
+    status, _, ca_der = https_request(e["scep_url"] + "?operation=GetCACert", ctx)
     if status != 200:
         raise ToolError(f"GetCACert answered {status}")
     ca = x509.load_der_x509_certificate(ca_der)
@@ -100,7 +100,7 @@ def enroll(state_dir: Path, out_dir: Path, host_uuid: str | None = None, challen
         signer_key=key,
         transaction_id=os.urandom(16).hex(),
     )
-    status, _, body = _request(e["scep_url"] + "?operation=PKIOperation", ctx, "POST", message,
+    status, _, body = https_request(e["scep_url"] + "?operation=PKIOperation", ctx, "POST", message,
                                {"Content-Type": "application/x-pki-message"})
     if status != 200:
         raise ToolError(f"PKIOperation answered HTTP {status}: {body[:200]!r}")
@@ -138,16 +138,16 @@ def login(state_dir: Path, cert: Path | None, key: Path | None, user: str | None
     public = _context(e)
     device = _context(e, cert, key) if cert else _context(e)
     query = urllib.parse.urlencode({k: v for k, v in {"user": user, "binding": binding}.items() if v})
-    status, headers, body = _request(f"{e['okta']['login_url']}?{query}", public)
+    status, headers, body = https_request(f"{e['okta']['login_url']}?{query}", public)
     try:
         if status == 302:
             location = headers["location"]
             parts = urllib.parse.urlsplit(location)
-            status, headers, body = _request(location, device, raw_path=f"{parts.path}?{parts.query}")
+            status, headers, body = https_request(location, device, raw_path=f"{parts.path}?{parts.query}")
         else:
             page = body.decode()
             form = {n: unescape(v) for n, v in re.findall(r'name="(SAMLRequest|RelayState)" value="([^"]*)"', page)}
-            status, headers, body = _request(e["sso_url"], device, "POST", urllib.parse.urlencode(form).encode(),
+            status, headers, body = https_request(e["sso_url"], device, "POST", urllib.parse.urlencode(form).encode(),
                                              {"Content-Type": "application/x-www-form-urlencoded"})
     except ssl.SSLError as exc:
         return LoginResult("refused", 0, [("TLS", f"the device listener refused the handshake: {exc.reason}")], "")
@@ -160,7 +160,7 @@ def login(state_dir: Path, cert: Path | None, key: Path | None, user: str | None
         form = {"SAMLResponse": unescape(response.group(1))}
         if relay:
             form["RelayState"] = unescape(relay.group(1))
-        status, _, acs = _request(e["okta"]["acs_url"], public, "POST", urllib.parse.urlencode(form).encode(),
+        status, _, acs = https_request(e["okta"]["acs_url"], public, "POST", urllib.parse.urlencode(form).encode(),
                                   {"Content-Type": "application/x-www-form-urlencoded"})
         acs_page = acs.decode()
         rows = [(unescape(k), unescape(v)) for k, v in re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", acs_page)]
@@ -180,7 +180,7 @@ def _fleet_admin(e: dict, method: str, path: str, body: dict | None = None) -> d
     ctx = ssl.create_default_context(cafile=fleet["ca_bundle"])
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Authorization": f"Bearer {fleet['token']}", "Content-Type": "application/json"}
-    status, _, reply = _request(fleet["url"] + path, ctx, method, data, headers)
+    status, _, reply = https_request(fleet["url"] + path, ctx, method, data, headers)
     document = json.loads(reply or b"{}")
     if status >= 400:
         raise ToolError(f"the simulated Fleet refused: {document.get('message', status)} "
