@@ -287,17 +287,17 @@ class Store:
     def put_compliance(self, host, enforced: frozenset[str] | set[str], *, expect_version: int | None = None,
                        fleet_id: int | None = None) -> None:
         """Write a host's compliance. ``expect_version``: only if the item still has that version
-        (read-modify-write without losing a concurrent update); AlreadyRecorded otherwise."""
+        (0: only if there is no item yet) — a read-modify-write that loses no concurrent
+        update; AlreadyRecorded otherwise."""
         item = _compliance_item(host, enforced, fleet_id)
         kwargs = {}
-        if expect_version is None:
-            # A plain write (the sync) still bumps the version, so a concurrent
-            # read-modify-write (the webhook) notices it and re-reads.
-            item["version"] = {"N": str(time.time_ns())}
-        else:
-            item["version"] = {"N": str(expect_version + 1)}
+        # Every write changes the version, so a concurrent read-modify-write notices and re-reads.
+        item["version"] = {"N": str(time.time_ns())}
+        if expect_version == 0:  # nothing there yet (or an item from before versions existed)
+            kwargs = {"ConditionExpression": "attribute_not_exists(version)"}
+        elif expect_version is not None:
             kwargs = {
-                "ConditionExpression": "attribute_not_exists(pk) OR version = :v",
+                "ConditionExpression": "version = :v",
                 "ExpressionAttributeValues": {":v": {"N": str(expect_version)}},
             }
         self._call("put_item", TableName=self.table, Item=item, **kwargs)
@@ -311,7 +311,7 @@ class Store:
         return host, enforced, int(item.get("version", {}).get("N", "0"))
 
     def all_compliance(self) -> dict[str, tuple]:
-        """UUID -> (HostCompliance, enforced ids, fleet id) for every host with data."""
+        """UUID -> (HostCompliance, enforced ids, fleet id, version) for every host with data."""
         out = {}
         kwargs = {"TableName": self.table, "KeyConditionExpression": "pk = :pk",
                   "ExpressionAttributeValues": {":pk": {"S": "COMPLIANCE"}}, "ConsistentRead": True}
@@ -320,7 +320,8 @@ class Store:
             for item in page.get("Items", []):
                 host, enforced = _compliance_from_item(item)
                 fleet_id = item.get("fleet_id", {}).get("N")
-                out[host.host_uuid] = (host, enforced, int(fleet_id) if fleet_id else None)
+                version = int(item.get("version", {}).get("N", "0"))
+                out[host.host_uuid] = (host, enforced, int(fleet_id) if fleet_id else None, version)
             if "LastEvaluatedKey" not in page:
                 return out
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

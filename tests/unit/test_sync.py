@@ -66,7 +66,7 @@ def test_changes_and_staleness_refresh(fleet, store):
 
 
 def _snapshot(store):
-    return {u: (h.results, e) for u, (h, e, _) in store.all_compliance().items()}
+    return {u: (h.results, e) for u, (h, e, *_) in store.all_compliance().items()}
 
 
 @pytest.mark.parametrize("kind,extra", [
@@ -159,3 +159,27 @@ def test_enforcement_settings():
     assert Enforcement().enforced(legacy) == {"1"}, "a Fleet without the flag enforces the critical ones"
     with pytest.raises(ValueError):
         Enforcement.parse("[1, 2]")
+
+
+def test_a_webhook_during_a_sync_is_not_overwritten_by_the_older_listing(fleet, store):
+    from devicegate.compliance import webhook
+    from devicegate.settings import FleetSettings
+
+    sync_once(client_for(fleet), store, Enforcement())
+    host = uuid_of(1)
+    client = client_for(fleet)
+    listing = client.host_details
+
+    def listing_then_webhook(*args, **kwargs):
+        pages = list(listing(*args, **kwargs))  # Fleet's view: still passing
+        policy = next(p for p in fleet.state()["policies"].values() if p["name"] == "Firewall")
+        webhook.mark_failing(store, None, FleetSettings(url=None, token_secret_id=None), policy,
+                             [{"id": next(h["id"] for h in fleet.state()["hosts"].values() if h["uuid"] == host)}])
+        return iter(pages)
+
+    client.host_details = listing_then_webhook
+    fleet.set_policy(host, "FileVault enabled", "fail", critical=True)  # something to write for this host
+    report = sync_once(client, store, Enforcement())
+    results = {r.name: r.result for r in store.get_compliance(host)[0].results}
+    assert results["Firewall"] == "fail", "the webhook's newer mark survives"
+    assert report.raced == 1

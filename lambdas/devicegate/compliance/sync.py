@@ -89,6 +89,7 @@ class SyncReport:
     deleted: int = 0
     revoked: int = 0
     vanished: int = 0  # missing from the listing but still in Fleet: kept
+    raced: int = 0  # changed (by the webhook) while the sync ran: left for the next run
     errors: list = field(default_factory=list)
     duration_ms: int = 0
 
@@ -110,6 +111,9 @@ def sync_once(
     now = now or datetime.now(timezone.utc)
     started = time.monotonic()
     report = SyncReport(started_at=now.isoformat())
+    # Read what we hold before asking Fleet: a webhook that writes after this point changes an
+    # item's version, and the (older) listing below then does not overwrite it.
+    stored = store.all_compliance()
     try:
         catalogue = Catalogue.fetch(client)
         # One paginated listing with policy results and device emails: a request per page,
@@ -118,7 +122,6 @@ def sync_once(
     except FleetError as exc:
         report.errors.append(f"Fleet catalogue or host list: {exc}")
         return _finish(report, store, started)
-    stored = store.all_compliance()
     report.hosts_seen = len(details)
 
     writes = []
@@ -131,17 +134,23 @@ def sync_once(
         if previous and fresh and _same(compliance, enforced, previous[0], previous[1]):
             report.unchanged += 1
             continue
-        writes.append((compliance, enforced, info.host.id, previous is None or previous[2] != info.host.id))
+        writes.append((compliance, enforced, info.host.id, previous is None or previous[2] != info.host.id,
+                       previous[3] if previous else 0))
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         written = list(pool.map(lambda w: _write(store, *w), writes))
-    report.written = sum(written)
-    report.errors += [f"write failed for {w[0].host_uuid}" for w, ok in zip(writes, written) if not ok]
+    report.written = sum(1 for ok in written if ok is True)
+    report.raced = sum(1 for ok in written if ok is None)
+    report.errors += [f"write failed for {w[0].host_uuid}" for w, ok in zip(writes, written) if ok is False]
 
     # Only a complete host list may delete anything, and a host missing from it is confirmed
     # gone with Fleet first (a host deleted mid-listing can shift a page and hide another).
     in_fleet = {info.host.uuid for info in details}
     for uuid in sorted(set(stored) - in_fleet):
         try:
+            current = store.get_compliance_versioned(uuid)
+            if current is not None and current[2] != stored[uuid][3]:
+                report.raced += 1  # written since we read it: not ours to delete now
+                continue
             if client.host_by_uuid(uuid) is not None:
                 report.vanished += 1  # listed wrongly this time; kept
                 continue
@@ -156,12 +165,17 @@ def sync_once(
     return _finish(report, store, started)
 
 
-def _write(store, compliance, enforced, fleet_id, new_mapping) -> bool:
+def _write(store, compliance, enforced, fleet_id, new_mapping, version) -> bool | None:
+    """True written, None skipped (a newer write — the webhook — got there first), False failed."""
+    from ..store import AlreadyRecorded
+
     try:
-        store.put_compliance(compliance, enforced, fleet_id=fleet_id)
+        store.put_compliance(compliance, enforced, fleet_id=fleet_id, expect_version=version)
         if new_mapping:
             store.put_fleet_host(fleet_id, compliance.host_uuid)
         return True
+    except AlreadyRecorded:
+        return None  # the next run brings Fleet's newer view
     except Exception:  # noqa: BLE001 - counted; the next run retries
         log.exception("writing compliance for %s failed", compliance.host_uuid)
         return False
