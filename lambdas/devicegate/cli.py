@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = local.add_parser("sync", help="one sync from Fleet now; returns when it is written")
     sync.add_argument("--state-dir", type=Path, required=True)
+    sync.add_argument("--host", help="refresh only this host (UUID), as \"check again\" does")
 
     fleet = local.add_parser("fleet", help="the simulated Fleet").add_subparsers(dest="fleet_command", required=True)
     add = fleet.add_parser("add-host", help="add a host")
@@ -92,11 +93,15 @@ def _local_tool(args) -> int:
                 lines.append(f"  page: {result.page_text[:600]}")
             text = "\n".join(lines)
         elif args.local_command == "sync":
-            data = tools.sync_now(args.state_dir)
-            text = (f"sync {'complete' if data['complete'] else 'INCOMPLETE'} in {data['duration_ms']} ms: "
+            data = tools.sync_now(args.state_dir, args.host)
+            if args.host:
+                text = f"host {data['host_uuid']} refreshed from Fleet: " + ", ".join(
+                    f"{k}: {v or 'no result'}" for k, v in data["results"].items())
+            else:
+                text = (f"sync {'complete' if data['complete'] else 'INCOMPLETE'} in {data['duration_ms']} ms: "
                     f"{data['hosts_seen']} hosts, {data['hosts_failing']} failing, {data['written']} written, "
                     f"{data['unchanged']} unchanged, {data['deleted']} removed, {data['revoked']} certificates revoked")
-            text += "".join(f"\n  error: {e}" for e in data["errors"])
+                text += "".join(f"\n  error: {e}" for e in data["errors"])
         else:
             command = args.fleet_command
             if command == "add-host":

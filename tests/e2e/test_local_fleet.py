@@ -156,3 +156,15 @@ def test_pointing_the_stack_at_another_fleet(tmp_path):
     finally:
         assert proc.stop() == 0
         theirs.stop()
+
+
+def test_single_host_refresh_from_the_cli(stack, tmp_path):
+    import subprocess
+    import sys
+
+    device = enrolled_device(stack, tmp_path / "mac")
+    tools.fleet_set_policy(stack.state_dir, device.uuid, "FileVault enabled", "fail", critical=True)
+    out = subprocess.run([sys.executable, "-m", "devicegate", "local", "sync", "--state-dir", str(stack.state_dir),
+                          "--host", device.uuid], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "FileVault enabled: fail" in out.stdout, out.stderr
+    assert sso(stack, device.context(stack.endpoints["tls_ca"]))[0] == 403

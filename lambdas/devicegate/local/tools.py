@@ -215,17 +215,29 @@ def fleet_state(state_dir: Path) -> dict:
     return _fleet_admin(endpoints(state_dir), "GET", "/_sim/state")
 
 
-def sync_now(state_dir: Path) -> dict:
-    """One sync, run here with the sync Lambda's own code; returns its report once written."""
+def sync_now(state_dir: Path, host_uuid: str | None = None) -> dict:
+    """One sync (or one host's refresh, as "check again" does), run here with the Lambdas' own
+    code; returns once it is written."""
     from .. import settings
     from ..compliance import sync
+    from ..compliance.source import refresh_host
+    from ..store import Store
     from .stack import tool_environment
 
     saved = dict(os.environ)
     os.environ.update(tool_environment(endpoints(state_dir)))
     settings.load_fleet.cache_clear()
     try:
-        return sync.lambda_handler({"source": "devicegate local sync"}, None)
+        if host_uuid is None:
+            return sync.lambda_handler({"source": "devicegate local sync"}, None)
+        fleet = settings.load_fleet()
+        client = settings.fleet_client(fleet, settings.Secrets())
+        refreshed = refresh_host(client, Store(settings.table_name()), fleet.enforcement(), host_uuid.upper())
+        if refreshed is None:
+            raise ToolError(f"Fleet has no host {host_uuid}")
+        host, enforced = refreshed
+        return {"complete": True, "host_uuid": host.host_uuid,
+                "results": {r.name: r.result for r in host.results}, "enforced": sorted(enforced)}
     finally:  # a library caller (a test) keeps its own environment
         os.environ.clear()
         os.environ.update(saved)
