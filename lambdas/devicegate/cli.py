@@ -20,6 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    profile = commands.add_parser("profile", help="the user-scope .mobileconfig to push with Fleet")
+    profile.add_argument("--state-dir", type=Path, help="take everything from this running local stack")
+    profile.add_argument("--scep-url", help="https://<domain>/scep (a deployment: see the stack outputs)")
+    profile.add_argument("--device-url", help="https://okta.<domain>")
+    profile.add_argument("--ca-file", type=Path, help="the SCEP CA certificate (PEM)")
+    profile.add_argument("--challenge-file", type=Path, help="file holding the SCEP challenge")
+    profile.add_argument("--organization", default="devicegate")
+    profile.add_argument("--out", type=Path, help="write the profile here (default: standard output)")
+
     local = commands.add_parser("local", help="the local stack").add_subparsers(dest="local_command", required=True)
     up = local.add_parser("up", help="run the local stack in the foreground until Ctrl-C")
     up.add_argument("--state-dir", type=Path, required=True, help="keys, CA, journal and endpoints.json live here")
@@ -67,6 +76,43 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _profile(args) -> int:
+    import json
+
+    from .profile import ProfileError, build_profile, profile_summary
+
+    try:
+        if args.state_dir is not None:
+            from .local import tools
+
+            e = tools.endpoints(args.state_dir)
+            inputs = {"scep_url": e["scep_url"], "challenge": e["scep_challenge"], "ca_cert_pem": e["scep_ca"],
+                      "device_url": e["device_url"]}
+        else:
+            missing = [f"--{n.replace('_', '-')}" for n in ("scep_url", "device_url", "ca_file", "challenge_file")
+                       if getattr(args, n) is None]
+            if missing:
+                print(f"devicegate profile: give --state-dir, or all of {', '.join(missing)}", file=sys.stderr)
+                return 2
+            inputs = {"scep_url": args.scep_url, "device_url": args.device_url,
+                      "ca_cert_pem": args.ca_file.read_text(), "challenge": args.challenge_file.read_text().strip()}
+        data = build_profile(organization=args.organization, **inputs)
+    except (ProfileError, OSError) as exc:
+        print(f"devicegate profile: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - e.g. a stack that is not running
+        print(f"devicegate profile: {exc}", file=sys.stderr)
+        return 1
+    if args.out is not None:
+        from .local.pki import write_private
+
+        write_private(args.out, data.decode("utf-8"))  # it holds the challenge: 0600
+        print(json.dumps(profile_summary(data), indent=2) if args.json else f"wrote {args.out}")
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+    return 0
 
 
 def _local_tool(args) -> int:
@@ -140,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                          sync_interval=args.sync_interval, fleet_ca_bundle=args.fleet_ca_bundle)
     if args.command == "local":
         return _local_tool(args)
+    if args.command == "profile":
+        return _profile(args)
     return 2
 
 

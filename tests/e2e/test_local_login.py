@@ -66,3 +66,16 @@ def test_commands_explain_a_missing_stack(tmp_path):
     result = subprocess.run([sys.executable, "-m", "devicegate", "local", "login", "--state-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "no running local stack" in result.stderr and "./dev up" in result.stderr
+
+
+def test_profile_for_the_local_stack(stack, tmp_path):
+    import plistlib
+
+    out = tmp_path / "devicegate.mobileconfig"
+    summary = dg("profile", "--state-dir", str(stack.state_dir), "--out", str(out))
+    assert summary["scope"] == "User" and out.stat().st_mode & 0o077 == 0
+    profile = plistlib.loads(out.read_bytes())
+    scep = next(p for p in profile["PayloadContent"] if p["PayloadType"] == "com.apple.security.scep")
+    assert scep["PayloadContent"]["URL"] == stack.endpoints["scep_url"]
+    assert scep["PayloadContent"]["Challenge"] == stack.endpoints["scep_challenge"]
+    assert stack.endpoints["scep_challenge"] not in json.dumps(summary), "the summary never repeats the challenge"
