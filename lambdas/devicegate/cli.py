@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     setp.add_argument("--host", required=True, help="the host's UUID")
     setp.add_argument("--policy", required=True, help="policy name, e.g. 'FileVault enabled'")
     setp.add_argument("--result", choices=("pass", "fail", "none"), required=True)
-    setp.add_argument("--critical", action="store_true")
+    setp.add_argument("--critical", action=argparse.BooleanOptionalAction, default=None,
+                      help="mark the policy critical (--no-critical: not); default: leave it as it is")
     setp.add_argument("--resolution", help="what the user should do (shown on the block page)")
     remove = fleet.add_parser("remove-host", help="delete a host (the next sync revokes its certificates)")
     remove.add_argument("--state-dir", type=Path, required=True)
@@ -172,9 +173,16 @@ def _local_tool(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --json may come anywhere on the line, not only before the subcommand
+    wants_json = "--json" in argv
+    argv = [a for a in argv if a != "--json"]
     args = build_parser().parse_args(argv)
+    args.json = wants_json
+    running_stack = args.command == "local" and args.local_command == "up"
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        # the stack logs what it serves; the one-shot commands only what went wrong
+        level=logging.DEBUG if args.verbose else (logging.INFO if running_stack else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )

@@ -181,6 +181,7 @@ class FleetSettings:
     require_known_host: bool = True
     sync_concurrency: int = 8
     max_data_age_seconds: int = 7200
+    max_delete_fraction: float = 0.1
 
     @property
     def enabled(self) -> bool:
@@ -217,6 +218,7 @@ def fleet_from_env(env=None) -> FleetSettings:
         require_known_host=_bool(env, "DEVICEGATE_REQUIRE_KNOWN_HOST", True),
         sync_concurrency=_int(env, "DEVICEGATE_SYNC_CONCURRENCY", 8, 1, 64),
         max_data_age_seconds=_int(env, "DEVICEGATE_MAX_DATA_AGE_SECONDS", 7200, 60, 30 * 86400),
+        max_delete_fraction=_int(env, "DEVICEGATE_SYNC_MAX_DELETE_PERCENT", 10, 0, 100) / 100,
     )
 
 
@@ -225,12 +227,16 @@ def load_fleet() -> FleetSettings:
     return fleet_from_env()
 
 
-def fleet_client(config: FleetSettings, secrets: "Secrets"):
-    """A FleetClient for these settings, or None when no Fleet is configured."""
+def fleet_client(config: FleetSettings, secrets: "Secrets", *, interactive: bool = False):
+    """A FleetClient for these settings, or None when no Fleet is configured. ``interactive``:
+    someone is waiting (enrollment, "check again"): fail fast and fall back, never queue."""
     if not config.enabled:
         return None
     from .compliance.fleet import FleetClient
 
+    if interactive:
+        return FleetClient(config.url, secrets.get(config.token_secret_id), ca_bundle=config.ca_bundle,
+                           timeout=3.0, max_attempts=2, max_backoff=1.0, retry_after_cap=2.0)
     return FleetClient(config.url, secrets.get(config.token_secret_id), ca_bundle=config.ca_bundle)
 
 

@@ -303,12 +303,13 @@ class Store:
         self._call("put_item", TableName=self.table, Item=item, **kwargs)
 
     def get_compliance_versioned(self, host_uuid: str):
-        """(HostCompliance, enforced ids, version) from one read, for read-modify-write."""
+        """(HostCompliance, enforced ids, version, fleet id) from one read, for read-modify-write."""
         item = self._get("COMPLIANCE", f"HOST#{host_uuid}")
         if not item:
             return None
         host, enforced = _compliance_from_item(item)
-        return host, enforced, int(item.get("version", {}).get("N", "0"))
+        fleet_id = item.get("fleet_id", {}).get("N")
+        return host, enforced, int(item.get("version", {}).get("N", "0")), int(fleet_id) if fleet_id else None
 
     def all_compliance(self) -> dict[str, tuple]:
         """UUID -> (HostCompliance, enforced ids, fleet id, version) for every host with data."""

@@ -79,3 +79,19 @@ def test_profile_for_the_local_stack(stack, tmp_path):
     assert scep["PayloadContent"]["URL"] == stack.endpoints["scep_url"]
     assert scep["PayloadContent"]["Challenge"] == stack.endpoints["scep_challenge"]
     assert stack.endpoints["scep_challenge"] not in json.dumps(summary), "the summary never repeats the challenge"
+
+
+def test_json_anywhere_and_set_policy_keeps_criticality(stack):
+    state = str(stack.state_dir)
+    host = "7A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D"
+    subprocess.run([sys.executable, "-m", "devicegate", "local", "fleet", "add-host", "--state-dir", state, "--uuid", host],
+                   check=True, capture_output=True, timeout=60)
+    first = json.loads(subprocess.run(
+        [sys.executable, "-m", "devicegate", "local", "fleet", "set-policy", "--state-dir", state, "--host", host,
+         "--policy", "Disk space", "--result", "pass", "--critical", "--json"], check=True, capture_output=True,
+        text=True, timeout=60).stdout)
+    again = json.loads(subprocess.run(
+        [sys.executable, "-m", "devicegate", "local", "fleet", "set-policy", "--state-dir", state, "--host", host,
+         "--policy", "Disk space", "--result", "fail", "--json"], check=True, capture_output=True, text=True,
+        timeout=60).stdout)
+    assert first["policy"]["critical"] is True and again["policy"]["critical"] is True

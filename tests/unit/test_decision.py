@@ -97,3 +97,11 @@ def test_device_user_match_is_ascii_case_insensitive_only():
     assert decide(h, enforced={"1"}, now=NOW, rules=rules, okta_user="KATE@example.com").outcome == ALLOW
     assert decide(h, enforced={"1"}, now=NOW, rules=rules, okta_user="\u212aate@example.com").outcome == UNKNOWN
     assert decide(h, enforced={"1"}, now=NOW, rules=rules, okta_user="stra\u00dfe@example.com").outcome == UNKNOWN
+
+
+def test_fail_open_still_blocks_what_the_stale_data_shows_failing():
+    stale = NOW - timedelta(hours=3)
+    rules = Rules(fail_mode=FailMode.OPEN)
+    assert decide(host(p("1", "pass"), synced=stale), enforced={"1"}, now=NOW, rules=rules).outcome == ALLOW
+    d = decide(host(p("1", "fail", critical=True), synced=stale), enforced={"1"}, now=NOW, rules=rules)
+    assert d.outcome == BLOCK and not d.bypass_possible

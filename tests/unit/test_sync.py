@@ -183,3 +183,54 @@ def test_a_webhook_during_a_sync_is_not_overwritten_by_the_older_listing(fleet, 
     results = {r.name: r.result for r in store.get_compliance(host)[0].results}
     assert results["Firewall"] == "fail", "the webhook's newer mark survives"
     assert report.raced == 1
+
+
+def test_a_sync_never_removes_more_than_its_limit(fleet, store):
+    sync_once(client_for(fleet), store, Enforcement())
+    for i in range(10):
+        fleet.remove_host(uuid_of(i))
+    report = sync_once(client_for(fleet), store, Enforcement())  # 10 of 40 > max(5, 10%)
+    assert report.deleted == 0 and not report.complete and "right Fleet" in report.errors[0]
+    report = sync_once(client_for(fleet), store, Enforcement(), max_delete_fraction=0.5)
+    assert report.deleted == 10
+
+
+def test_an_empty_fleet_revokes_nothing(tmp_path, store):
+    from devicegate.local.fleet_sim import SimulatedFleet as Sim
+
+    full = Sim(tmp_path / "full.json", token=TOKEN)
+    full.start()
+    with full.batch():
+        for i in range(20):
+            full.add_host(uuid_of(i), f"m{i}")
+    sync_once(client_for(full), store, Enforcement())
+    full.stop()
+    serial = _issue_cert(store, uuid_of(0))
+    empty = Sim(tmp_path / "empty.json", token=TOKEN)
+    empty.start()
+    try:
+        report = sync_once(client_for(empty), store, Enforcement())
+    finally:
+        empty.stop()
+    assert report.deleted == 0 and store.get_certificate(serial).status == "active"
+
+
+def test_no_team_policies_apply_to_hosts_without_a_team():
+    from devicegate.compliance.fleet import FleetHost, FleetHostDetail, FleetPolicy, HostPolicy
+    from devicegate.compliance.sync import NO_TEAM, Catalogue, compliance_from_detail
+
+    catalogue = Catalogue(global_policies=[FleetPolicy(1, "FileVault", True, None, None, True)],
+                          team_policies={NO_TEAM: [FleetPolicy(5, "Firewall (No team)", False, None, 0, True)]},
+                          team_names={})
+    detail = FleetHostDetail(FleetHost(7, "U", "h", None, None, "darwin"),
+                             [HostPolicy(1, "FileVault", "pass", True, None), HostPolicy(5, "Firewall (No team)", "fail", False, None)],
+                             [])
+    host, enforced = compliance_from_detail(detail, catalogue, Enforcement(), datetime.now(timezone.utc))
+    assert enforced == {"1", "5"}
+
+
+def test_enforcement_that_matches_nothing_is_reported(fleet, store):
+    report = sync_once(client_for(fleet), store, Enforcement.parse('{"global": ["Filevault"]}'))
+    assert any("does not have" in w and "Filevault" in w for w in report.warnings)
+    assert any("no Fleet policy is enforced" in w for w in report.warnings)
+    assert not sync_once(client_for(fleet), store, Enforcement()).warnings

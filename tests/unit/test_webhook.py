@@ -102,3 +102,27 @@ def test_only_post(world):
     event = alb.build_event(method="GET", path="/fleet/webhook", raw_query=f"secret={SECRET}", headers=[], body=b"",
                             target_group_arn="arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/wh/1")
     assert alb.parse_response(webhook.lambda_handler(event, None)).status == 405
+
+
+def test_unknown_policies_old_payloads_and_odd_ids_mark_nothing(world):
+    sim, store, host = world
+    body = payload(sim)
+    made_up = {**body, "policy": {**body["policy"], "id": 9999, "name": "Made up", "critical": True}}
+    status, reply = call(made_up, query=f"secret={SECRET}")
+    assert status == 200 and reply["marked_failing"] == 0 and "Made up" not in results(store, host)
+    old = {**body, "timestamp": "2020-01-01T00:00:00.000000000Z"}
+    assert call(old, query=f"secret={SECRET}")[0] == 400
+    bool_id = {**body, "policy": {**body["policy"], "id": True}}
+    assert call(bool_id, query=f"secret={SECRET}")[0] == 400
+    deep = b"[" * 100000 + b"]" * 100000
+    assert call(deep, query=f"secret={SECRET}")[0] == 400
+    assert results(store, host)["FileVault enabled"] == "pass"
+
+
+def test_a_webhook_write_keeps_the_fleet_id(world):
+    sim, store, host = world
+    fleet_id = store.get_compliance_versioned(host)[3]
+    assert fleet_id is not None
+    sim.set_policy(host, "FileVault enabled", "fail", critical=True)
+    assert call(payload(sim), query=f"secret={SECRET}")[0] == 200
+    assert store.get_compliance_versioned(host)[3] == fleet_id

@@ -3,8 +3,10 @@
 Outcomes:
 * ``allow``   — no enforced policy fails (or a one-time bypass covers only non-critical ones);
 * ``block``   — at least one enforced policy fails; the reasons name each one;
-* ``unknown`` — we cannot tell (no data, stale data, user not on the device); the caller
-  treats it as a block unless ``fail_mode`` is ``open`` and the reason is staleness.
+* ``unknown`` — we cannot tell (no data, stale data, user not on the device): a block.
+
+Stale data (older than ``max_age``) is ``unknown`` when ``fail_mode`` is closed (the default);
+when it is open, the stale results still count: what they show failing still blocks.
 
 Fleet's rule is that a policy without a result (the host has not run it yet) does not fail
 the host; ``strict`` turns a missing result into a failure.
@@ -97,11 +99,9 @@ def decide(
                 (Reason("not_device_user", "You are not a user of this device in Fleet."),),
             )
 
-    if host.synced_at is None or now - host.synced_at > rules.max_age:
-        stale = Reason("stale", "This device's compliance data is out of date.")
-        if rules.fail_mode is FailMode.OPEN:
-            return Decision(ALLOW, (stale,))
-        return Decision(UNKNOWN, (stale,))
+    stale = host.synced_at is None or now - host.synced_at > rules.max_age
+    if stale and rules.fail_mode is FailMode.CLOSED:
+        return Decision(UNKNOWN, (Reason("stale", "This device's compliance data is out of date."),))
 
     failing: list[PolicyResult] = []
     reasons: list[Reason] = []
@@ -118,7 +118,8 @@ def decide(
             failing.append(result)
             reasons.append(Reason("policy_no_result", f"{result.name} has not reported a result yet.", result))
     if not failing:
-        return Decision(ALLOW)
+        # fail_mode open lets stale data through only when that data shows nothing failing
+        return Decision(ALLOW, (Reason("stale", "This device's compliance data is out of date."),) if stale else ())
 
     bypass_possible = not any(p.critical for p in failing)
     if bypass_available and bypass_possible:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 API = "/api/v1/fleet"
 MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 RETRY_AFTER_CAP = 30.0  # seconds; a server asking for longer gets retried after this
+DETAIL_PAGE_SIZE = 20  # hosts per populated listing page
 MAX_PAGES = 10_000
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -349,6 +350,7 @@ class FleetClient:
         sleep: Callable[[float], None] = time.sleep,
         per_page: int = 100,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        retry_after_cap: float = RETRY_AFTER_CAP,
     ):
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -381,6 +383,7 @@ class FleetClient:
         self.max_backoff = float(max_backoff)
         self.per_page = int(per_page)
         self.max_response_bytes = int(max_response_bytes)
+        self.retry_after_cap = float(retry_after_cap)
         self._ca_bundle = ca_bundle
         self._sleep = sleep
         self._random = random.Random()
@@ -403,7 +406,9 @@ class FleetClient:
         """Every host with its policy results and device-mapping emails, from the list endpoint
         (``populate_policies`` + ``device_mapping``): one request per page instead of one per host."""
         params = self._host_filters(team_id, None, None)
-        params.update(populate_policies="true", device_mapping="true")
+        # Populated pages carry every policy's query and texts per host: keep them small enough
+        # to stay far below the response cap even with many long policies.
+        params.update(populate_policies="true", device_mapping="true", per_page=str(min(self.per_page, DETAIL_PAGE_SIZE)))
         return (detail for _, detail in self._paginate("/hosts", "hosts", params, _detail_item))
 
     def host(self, host_id: int) -> FleetHostDetail:
@@ -573,7 +578,7 @@ class FleetClient:
                     if not err.retryable:
                         raise err
                     if status in (429, 503):
-                        delay = retry_after_seconds(headers.get("Retry-After"))
+                        delay = retry_after_seconds(headers.get("Retry-After"), cap=self.retry_after_cap)
             if attempt >= self.max_attempts:
                 raise FleetError(f"{err.message} (gave up after {attempt} attempts)", err.status, retryable=True)
             if delay is None:

@@ -52,13 +52,7 @@ def refresh_host(client, store, enforcement, host_uuid: str, now: datetime | Non
     detail = client.host_by_uuid(host_uuid)
     if detail is None:
         return None
-    teams = dict(client.teams()) if detail.host.team_id is not None else {}
-    team_id = detail.host.team_id
-    catalogue = Catalogue(
-        global_policies=list(client.global_policies()),
-        team_policies={team_id: list(client.team_policies(team_id))} if team_id is not None else {},
-        team_names=teams,
-    )
+    catalogue = Catalogue.fetch(client, teams=[detail.host.team_id])
     compliance, enforced = compliance_from_detail(detail, catalogue, enforcement, now or datetime.now(timezone.utc))
     store.put_compliance(compliance, enforced, fleet_id=detail.host.id)
     return compliance, enforced

@@ -33,16 +33,31 @@ class Catalogue:
     team_names: dict  # team id -> name
 
     @classmethod
-    def fetch(cls, client) -> "Catalogue":
-        teams = dict(client.teams())
-        return cls(
-            global_policies=list(client.global_policies()),
-            team_policies={team_id: list(client.team_policies(team_id)) for team_id in teams},
-            team_names=teams,
-        )
+    def fetch(cls, client, teams: list[int] | None = None) -> "Catalogue":
+        names = dict(client.teams())
+        wanted = list(names) if teams is None else [t for t in teams if t is not None]
+        team_policies = {team_id: list(client.team_policies(team_id)) for team_id in wanted}
+        team_policies[NO_TEAM] = _no_team_policies(client) if names else []
+        return cls(global_policies=list(client.global_policies()), team_policies=team_policies, team_names=names)
 
     def for_team(self, team_id: int | None) -> list:
-        return self.global_policies + (self.team_policies.get(team_id, []) if team_id is not None else [])
+        # Hosts without a team get Fleet's "No team" policies (team id 0) besides the global ones.
+        return self.global_policies + self.team_policies.get(NO_TEAM if team_id is None else team_id, [])
+
+
+NO_TEAM = 0
+# A sync removes at most this many hosts, or the fraction given, whichever is more: a wrong
+# Fleet URL or an empty answer must not revoke every certificate.
+MAX_DELETE_ABSOLUTE = 5
+
+
+def _no_team_policies(client) -> list:
+    try:
+        return list(client.team_policies(NO_TEAM))
+    except FleetError as exc:
+        if exc.status in (400, 402, 404):  # a Fleet without "No team" policies
+            return []
+        raise
 
 
 def compliance_from_detail(detail, catalogue: Catalogue, enforcement: Enforcement, now: datetime):
@@ -77,6 +92,26 @@ def compliance_from_detail(detail, catalogue: Catalogue, enforcement: Enforcemen
     return compliance, enforced
 
 
+def enforcement_warnings(catalogue: Catalogue, enforcement: Enforcement) -> list[str]:
+    """What an operator must hear: a setting that matches nothing enforces nothing."""
+    warnings = []
+    every = catalogue.global_policies + [p for policies in catalogue.team_policies.values() for p in policies]
+    if enforcement.mode == "listed":
+        known = {str(p.id) for p in every} | {p.name for p in every}
+        for scope, items in enforcement.listed.items():
+            missing = sorted(items - known)
+            if missing:
+                warnings.append(f"DEVICEGATE_ENFORCED_POLICIES names policies Fleet does not have in {scope}: "
+                                f"{', '.join(missing)}")
+    scopes = [None, *catalogue.team_names]
+    if every and not any(enforcement.enforced(catalogue.for_team(t), t, catalogue.team_names.get(t)) for t in scopes):
+        warnings.append("no Fleet policy is enforced: every host passes. Mark policies for conditional access in "
+                        "Fleet, or set DEVICEGATE_ENFORCED_POLICIES")
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
 @dataclass
 class SyncReport:
     started_at: str
@@ -91,6 +126,7 @@ class SyncReport:
     vanished: int = 0  # missing from the listing but still in Fleet: kept
     raced: int = 0  # changed (by the webhook) while the sync ran: left for the next run
     errors: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
     duration_ms: int = 0
 
 
@@ -107,6 +143,7 @@ def sync_once(
     now: datetime | None = None,
     concurrency: int = 8,
     refresh_after: timedelta = timedelta(minutes=30),
+    max_delete_fraction: float = 0.1,
 ) -> SyncReport:
     now = now or datetime.now(timezone.utc)
     started = time.monotonic()
@@ -123,6 +160,7 @@ def sync_once(
         report.errors.append(f"Fleet catalogue or host list: {exc}")
         return _finish(report, store, started)
     report.hosts_seen = len(details)
+    report.warnings = enforcement_warnings(catalogue, enforcement)
 
     writes = []
     for info in details:
@@ -145,7 +183,15 @@ def sync_once(
     # Only a complete host list may delete anything, and a host missing from it is confirmed
     # gone with Fleet first (a host deleted mid-listing can shift a page and hide another).
     in_fleet = {info.host.uuid for info in details}
-    for uuid in sorted(set(stored) - in_fleet):
+    missing = sorted(set(stored) - in_fleet)
+    limit = max(MAX_DELETE_ABSOLUTE, int(len(stored) * max_delete_fraction))
+    if len(missing) > limit:
+        report.errors.append(
+            f"{len(missing)} of {len(stored)} hosts are missing from Fleet: more than the {limit} a sync removes at "
+            "once (is this the right Fleet?). Nothing removed; remove them in smaller steps or raise "
+            "DEVICEGATE_SYNC_MAX_DELETE_PERCENT")
+        missing = []
+    for uuid in missing:
         try:
             current = store.get_compliance_versioned(uuid)
             if current is not None and current[2] != stored[uuid][3]:
@@ -229,5 +275,6 @@ def lambda_handler(event, context):
         fleet.enforcement(),
         concurrency=fleet.sync_concurrency,
         refresh_after=timedelta(seconds=fleet.max_data_age_seconds / 4),
+        max_delete_fraction=fleet.max_delete_fraction,
     )
     return asdict(report)

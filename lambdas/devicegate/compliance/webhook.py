@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import threading
+from datetime import datetime, timedelta, timezone
 
 from .. import alb, settings
 from ..store import AlreadyRecorded, Store, StoreUnavailable
@@ -69,6 +70,8 @@ def handle(request: alb.Request) -> alb.Response:
     try:
         payload = json.loads(request.body.decode("utf-8"))
         policy, hosts = _validated(payload)
+    except RecursionError:
+        return _json(400, {"error": "not a Fleet failing-policy payload: nested too deeply"})
     except (UnicodeDecodeError, ValueError) as exc:
         return _json(400, {"error": f"not a Fleet failing-policy payload: {exc}"})
     try:
@@ -76,7 +79,7 @@ def handle(request: alb.Request) -> alb.Response:
     except StoreUnavailable as exc:
         log.error("webhook storage unavailable: %s", exc)
         return _json(503, {"error": "storage unavailable; Fleet will retry"})
-    log.info(json.dumps({"event": "webhook", "policy": policy["id"], "marked": marked, "unknown": unknown}))
+    log.info(json.dumps({"event": "webhook", "policy": policy["id"], "marked": marked, "not_marked": unknown}))
     return _json(200, {"marked_failing": marked, "unknown_hosts": unknown})
 
 
@@ -92,18 +95,44 @@ def _authenticated(request: alb.Request, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def _validated(payload) -> tuple[dict, list[dict]]:
+MAX_AGE = timedelta(hours=24)  # Fleet sends at once and retries briefly; older is a replay
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _validated(payload, now: datetime | None = None) -> tuple[dict, list[dict]]:
     if not isinstance(payload, dict):
         raise ValueError("the body is not a JSON object")
     policy, hosts = payload.get("policy"), payload.get("hosts")
-    if not isinstance(policy, dict) or not isinstance(policy.get("id"), int) or not isinstance(policy.get("name"), str):
+    if not isinstance(policy, dict) or not _is_id(policy.get("id")) or not isinstance(policy.get("name"), str):
         raise ValueError("policy.id (number) and policy.name are required")
     if not isinstance(hosts, list) or len(hosts) > MAX_HOSTS:
         raise ValueError(f"hosts must be a list of at most {MAX_HOSTS}")
     for host in hosts:
-        if not isinstance(host, dict) or not isinstance(host.get("id"), int):
+        if not isinstance(host, dict) or not _is_id(host.get("id")):
             raise ValueError("every host needs a numeric id")
+    stamp = payload.get("timestamp")
+    try:
+        sent = datetime.fromisoformat(_trim_nanoseconds(stamp)) if isinstance(stamp, str) else None
+    except ValueError:
+        sent = None
+    if sent is None or sent.tzinfo is None:
+        raise ValueError("timestamp (RFC 3339) is required")
+    if (now or datetime.now(timezone.utc)) - sent > MAX_AGE:
+        raise ValueError("the payload is more than a day old (a replay?)")
     return policy, hosts
+
+
+def _trim_nanoseconds(stamp: str) -> str:
+    """Fleet writes nanoseconds (``...:00.417238961Z``); Python reads at most microseconds."""
+    stamp = stamp.replace("Z", "+00:00")
+    head, dot, rest = stamp.partition(".")
+    if not dot:
+        return stamp
+    count = len(rest) - len(rest.lstrip("0123456789"))
+    return f"{head}.{rest[:count][:6]}{rest[count:]}"
 
 
 def mark_failing(store, client, fleet, policy: dict, hosts: list[dict]) -> tuple[int, int]:
@@ -128,40 +157,25 @@ def mark_failing(store, client, fleet, policy: dict, hosts: list[dict]) -> tuple
 
 
 def _mark_one(store, fleet, uuid: str, policy: dict) -> bool:
+    """Mark a policy the host already has (as the sync recorded it) failing. A policy the sync
+    has not seen is left for the sync: the payload alone cannot say whether it is enforced."""
     policy_id = str(policy["id"])
     for _attempt in range(5):  # read-modify-write; a concurrent sync or webhook makes us re-read
         current = store.get_compliance_versioned(uuid)
         if current is None:
             return False  # the next sync brings the host in
-        host, enforced, version = current
-        rows, found = [], False
-        for row in host.results:
-            if row.policy_id == policy_id:
-                row = PolicyResult(row.policy_id, row.name, "fail", row.critical, row.resolution)
-                found = True
-            rows.append(row)
-        if not found:
-            rows.append(PolicyResult(policy_id, policy["name"], "fail", bool(policy.get("critical")),
-                                     policy.get("resolution")))
-            if _newly_enforced(fleet, policy):
-                enforced = enforced | {policy_id}
-        updated = HostCompliance(host.host_uuid, host.hostname, host.team_id, tuple(rows), host.synced_at,
-                                 host.device_users)
+        host, enforced, version, fleet_id = current
+        if not any(row.policy_id == policy_id for row in host.results):
+            return False
+        rows = tuple(
+            PolicyResult(row.policy_id, row.name, "fail", row.critical, row.resolution) if row.policy_id == policy_id
+            else row
+            for row in host.results
+        )
+        updated = HostCompliance(host.host_uuid, host.hostname, host.team_id, rows, host.synced_at, host.device_users)
         try:
-            store.put_compliance(updated, enforced, expect_version=version)
+            store.put_compliance(updated, enforced, expect_version=version, fleet_id=fleet_id)
             return True
         except AlreadyRecorded:
             continue
     raise StoreUnavailable(f"could not update {uuid}: too many concurrent writes")
-
-
-def _newly_enforced(fleet, policy: dict) -> bool:
-    """Whether a policy the host had no row for is enforced (the payload carries what we need)."""
-    from .fleet import FleetPolicy
-
-    candidate = FleetPolicy(
-        id=policy["id"], name=policy["name"], critical=bool(policy.get("critical")),
-        resolution=policy.get("resolution"), team_id=policy.get("team_id"),
-        conditional_access=policy.get("conditional_access_enabled"),
-    )
-    return str(policy["id"]) in fleet.enforcement().enforced([candidate], policy.get("team_id"))

@@ -134,9 +134,11 @@ def handler_environment(endpoint: str, *, public_url: str, device_url: str, sp_c
 
 
 def tool_environment(endpoints: dict) -> dict[str, str]:
-    """The environment a local command needs to run a handler's code (the sync) itself."""
+    """The environment a local command needs to run a handler's code (the sync) itself: the
+    running stack's own settings, so both syncs agree."""
     fleet = endpoints["fleet"]
     return {
+        **endpoints.get("settings", {}),
         **dynamo.LOCAL_CREDENTIALS,
         "AWS_ENDPOINT_URL": endpoints["dynamodb"]["endpoint"],
         "DEVICEGATE_TABLE": endpoints["dynamodb"]["table"],
@@ -179,6 +181,20 @@ def _reset_handler_caches() -> None:
     scep_handler.reset()
     saml_handler.reset()
     webhook.reset()
+
+
+def _fleet_check() -> str:
+    """One quick call, so a wrong URL, token or CA bundle shows at start-up, not at the first sync."""
+    from .. import settings as settings_mod
+
+    try:
+        settings_mod.load_fleet.cache_clear()
+        fleet = settings_mod.load_fleet()
+        client = settings_mod.fleet_client(fleet, settings_mod.Secrets(), interactive=True)
+        client.global_policies()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported in the banner and endpoints.json
+        return f"FAILED: {exc}"
 
 
 class _LateOkta:
@@ -316,6 +332,10 @@ class LocalStack:
             },
             "state_dir": str(self.state),
             "pid": os.getpid(),
+            # the DEVICEGATE_* settings the handlers run with (ids and flags, no secret values)
+            "settings": {k: v for k, v in sorted(os.environ.items())
+                         if k.startswith("DEVICEGATE_") and k != "DEVICEGATE_OKTA_SP_CERT"},
+            "fleet_check": _fleet_check(),
         }
         self.sync_loop = SyncLoop(self.sync_interval).start()
         pki.write_private(self.endpoints_path, json.dumps(self.endpoints, indent=2) + "\n")  # atomic
@@ -378,6 +398,7 @@ def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0, fleet_ur
             f"  device (mTLS)     {endpoints['device_url']}\n"
             f"  DynamoDB (moto)   {endpoints['dynamodb']['endpoint']}  table {TABLE}\n"
             f"  Fleet ({endpoints['fleet']['mode']})  {endpoints['fleet']['url']}  sync every {stack.sync_interval:g}s\n"
+            f"  Fleet check       {endpoints['fleet_check']}\n"
             f"  TLS CA            {stack.state / 'tls' / 'tls-ca.pem'}\n"
             f"  SCEP CA           {stack.state / 'ca' / 'scep-ca.pem'}\n"
             f"  SCEP challenge    {stack.state / 'scep_challenge'}\n"

@@ -199,9 +199,11 @@ def fleet_add_host(state_dir: Path, host_uuid: str, hostname: str | None = None,
     return _fleet_admin(endpoints(state_dir), "POST", "/_sim/hosts", body)
 
 
-def fleet_set_policy(state_dir: Path, host_uuid: str, policy: str, result: str, *, critical: bool = False,
+def fleet_set_policy(state_dir: Path, host_uuid: str, policy: str, result: str, *, critical: bool | None = None,
                      resolution: str | None = None) -> dict:
-    body = {"host_uuid": host_uuid.upper(), "policy": policy, "result": result, "critical": critical}
+    body = {"host_uuid": host_uuid.upper(), "policy": policy, "result": result}
+    if critical is not None:  # None: leave the policy's criticality as it is
+        body["critical"] = critical
     if resolution is not None:
         body["resolution"] = resolution
     return _fleet_admin(endpoints(state_dir), "POST", "/_sim/results", body)

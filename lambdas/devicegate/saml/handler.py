@@ -60,7 +60,7 @@ def _idp() -> Idp:
             )
             store = Store(config.table)
             fleet = settings.load_fleet()
-            client = settings.fleet_client(fleet, secrets_client)
+            client = settings.fleet_client(fleet, secrets_client, interactive=True)
             source = FleetSource(store, client, fleet.enforcement()) if client else StoreSource(store)
             certs = [key.certificate_pem] + ([key.next_certificate_pem] if key.next_certificate_pem else [])
             _state["idp"] = Idp(

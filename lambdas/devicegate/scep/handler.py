@@ -35,7 +35,7 @@ def _authority() -> tuple[Authority, bytes]:
             ca = settings.parse_ca_secret(config.ca_secret_id, secrets.get(config.ca_secret_id, ttl=float("inf")))
             _state["ca_der"] = ca.certificate.public_bytes(Encoding.DER)
             fleet = settings.load_fleet()
-            client = settings.fleet_client(fleet, secrets) if fleet.require_known_host else None
+            client = settings.fleet_client(fleet, secrets, interactive=True) if fleet.require_known_host else None
             _state["authority"] = Authority(
                 ca_cert=ca.certificate,
                 ca_key=ca.private_key,
