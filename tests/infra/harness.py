@@ -185,8 +185,13 @@ def _hex(*parts: str, length: int = 16) -> str:
 
 
 class DevicegateMocks(pulumi_mocks.Mocks):
-    def __init__(self, zone_name: str = ZONE_NAME, zone_id: str = ZONE_ID, private_zone: bool = False):
+    def __init__(self, zone_name: str = ZONE_NAME, zone_id: str = ZONE_ID, private_zone: bool = False,
+                 existing_authenticator: dict | None = None, adopts_existing_authenticator: bool = False):
         self.zone_name, self.zone_id, self.private_zone = zone_name, zone_id, private_zone
+        # An IdP authenticator the org already has (what getAuthenticator returns) ...
+        self.existing_authenticator = existing_authenticator
+        # ... and whether the provider's "create" adopts it (its find-by-name-or-key).
+        self.adopts_existing_authenticator = adopts_existing_authenticator
         self.calls: list[tuple[str, dict]] = []
 
     def call(self, args: pulumi_mocks.MockCallArgs):
@@ -205,6 +210,8 @@ class DevicegateMocks(pulumi_mocks.Mocks):
             names = [f"{REGION}{z}" for z in "abc"]
             return {"names": names, "zoneIds": [f"euw1-az{i}" for i in (1, 2, 3)], "id": REGION,
                     "groupNames": [REGION]}
+        if token == "aws:route53/getZones:getZones":
+            return {"ids": [self.zone_id, "Z9PRIVATEZONE0000000"], "id": ACCOUNT}
         if token == "aws:route53/getZone:getZone":
             wanted_id, wanted_name = args.args.get("zoneId"), args.args.get("name")
             if (wanted_id and wanted_id != self.zone_id) or (wanted_name and wanted_name.rstrip(".") != self.zone_name):
@@ -222,6 +229,11 @@ class DevicegateMocks(pulumi_mocks.Mocks):
                     "signingCertificate": okta_sp_certificate_base64(),
                     "encryptionCertificate": okta_sp_certificate_base64(),
                     "metadata": "<md:EntityDescriptor/>", "authnRequestSigned": True, "assertionsSigned": True}
+        if token == "okta:index/getAuthenticator:getAuthenticator":
+            found = self.existing_authenticator
+            if not found or found["id"] != args.args.get("id"):
+                raise Exception(f"the API returned an error: Not found: Resource not found: {args.args.get('id')}")
+            return {"status": "ACTIVE", "type": "federated", **found}
         raise NotImplementedError(f"no mock for the call {token}")
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
@@ -319,6 +331,9 @@ class DevicegateMocks(pulumi_mocks.Mocks):
         elif typ == "okta:index/authenticator:Authenticator":
             rid = AUTHENTICATOR_ID
             state["type"] = "federated"
+            if self.adopts_existing_authenticator and self.existing_authenticator:
+                rid = self.existing_authenticator["id"]
+                state.update(name=self.existing_authenticator["name"], key=self.existing_authenticator["key"])
         elif typ == "okta:index/appSignonPolicy:AppSignonPolicy":
             rid = POLICY_ID
             state["defaultRuleId"] = "rulCATCHALL000000001"
@@ -371,7 +386,8 @@ def fake_bundle(directory: Path, **overrides):
 
 
 def run(config: dict[str, str | None] | None = None, *, bundle=None, mocks: DevicegateMocks | None = None,
-        replace: bool = False, stack: str = "test", secret_keys: list[str] | None = None) -> Deployment:
+        replace: bool = False, stack: str = "test", secret_keys: list[str] | None = None,
+        preview: bool = False) -> Deployment:
     """Run infra/__main__.py with BASE_CONFIG updated by ``config`` (None deletes a key)."""
     import infra.bundle
 
@@ -384,7 +400,7 @@ def run(config: dict[str, str | None] | None = None, *, bundle=None, mocks: Devi
     mocks = mocks or DevicegateMocks()
     monitor = RecordingMonitor(mocks)
     ROOT.set(None)
-    pulumi.runtime.set_mocks(mocks, project="devicegate", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project="devicegate", stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(values, SECRET_KEYS if secret_keys is None else secret_keys)
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()

@@ -152,14 +152,20 @@ def test_only_the_crl_function_touches_the_bucket_and_the_trust_store(deployment
         if short != "crl":
             assert not allowed(statements, "s3:") and not allowed(statements, "elasticloadbalancing:"), short
     crl = policies["crl"]
+    # Exactly what devicegate.crl calls: put_object, describe/add/remove_trust_store_revocations.
     assert allowed(crl, "s3:") == {
         "s3:PutObject": {f"{bucket_arn}/crl/*"},
-        "s3:GetObject": {f"{bucket_arn}/crl/*", f"{bucket_arn}/truststore/ca-bundle.pem"},
-        "s3:GetObjectVersion": {f"{bucket_arn}/crl/*", f"{bucket_arn}/truststore/ca-bundle.pem"},
+        "s3:GetObject": {f"{bucket_arn}/crl/*"},
+        "s3:GetObjectVersion": {f"{bucket_arn}/crl/*"},
     }
-    elb = allowed(crl, "elasticloadbalancing:")
-    for action in ("ModifyTrustStore", "AddTrustStoreRevocations", "RemoveTrustStoreRevocations"):
-        assert elb[f"elasticloadbalancing:{action}"] == {store_arn}
+    assert allowed(crl, "elasticloadbalancing:") == {
+        "elasticloadbalancing:AddTrustStoreRevocations": {store_arn},
+        "elasticloadbalancing:RemoveTrustStoreRevocations": {store_arn},
+        "elasticloadbalancing:DescribeTrustStoreRevocations": {"*"},  # no resource-level permissions
+    }
+    import devicegate.crl as crl_module
+
+    assert crl_module.CRL_KEY.startswith("crl/")  # inside what the role may write and ELB may read
 
 
 def test_kms_use_only_through_the_services_each_function_calls(deployment):

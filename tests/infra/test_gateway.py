@@ -1,7 +1,8 @@
 """The two load balancers, as the mocked `pulumi up` declares them."""
 
+import hashlib
+
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import padding
 
 from devicegate.routes import ROUTES
 from infra.gateway import TLS_POLICY
@@ -34,7 +35,7 @@ def test_mtls_verify_with_our_trust_store_on_the_device_listener_only(deployment
     assert [r.name for r in d.of_type(LISTENER) if r.inputs.get("mutualAuthentication")] == ["device-https"]
 
 
-def test_trust_store_pins_the_ca_bundle_version_and_has_a_revocation_list(deployment):
+def test_trust_store_pins_the_ca_bundle_version(deployment):
     d = deployment
     trust_store = d.one("aws:lb/trustStore:TrustStore")
     bundle = d.one("aws:s3/bucketObjectv2:BucketObjectv2", "ca-bundle")
@@ -43,21 +44,30 @@ def test_trust_store_pins_the_ca_bundle_version_and_has_a_revocation_list(deploy
     assert trust_store.inputs["caCertificatesBundleS3Key"] == bundle.inputs["key"] == "truststore/ca-bundle.pem"
     assert trust_store.inputs["caCertificatesBundleS3ObjectVersion"] == bundle.outputs["versionId"]
     assert bundle.inputs["content"] == d.outputs["caCertificatePem"]
+    x509.load_pem_x509_certificate(bundle.inputs["content"].encode())
     assert len(trust_store.inputs["name"]) <= 32
     # The trust store is only created once the bucket policy lets ELB read the bundle.
     assert d.one("aws:s3/bucketPolicy:BucketPolicy").urn in trust_store.dependencies
+    # Versioned before the upload, so the bundle has a version id to pin.
+    assert d.one("aws:s3/bucketVersioning:BucketVersioning").urn in bundle.dependencies
 
-    revocation = d.one("aws:lb/trustStoreRevocation:TrustStoreRevocation")
-    crl_object = d.one("aws:s3/bucketObjectv2:BucketObjectv2", "baseline-crl")
-    assert revocation.inputs["trustStoreArn"] == trust_store.outputs["arn"]
-    assert revocation.inputs["revocationsS3Key"] == crl_object.inputs["key"]
-    assert revocation.inputs["revocationsS3ObjectVersion"] == crl_object.outputs["versionId"]
-    # The baseline CRL is a real, empty CRL signed by our CA.
-    ca = x509.load_pem_x509_certificate(d.outputs["caCertificatePem"].encode())
-    crl = x509.load_pem_x509_crl(crl_object.inputs["content"].encode())
-    assert crl.issuer == ca.subject
-    assert len(list(crl)) == 0
-    ca.public_key().verify(crl.signature, crl.tbs_certlist_bytes, padding.PKCS1v15(), crl.signature_hash_algorithm)
+
+def test_the_revocation_list_is_published_by_the_crl_function_at_deployment(deployment):
+    """devicegate.crl owns the trust store's revocation entries (it replaces them all), so the
+    deployment invokes it rather than declaring an entry of its own that it would delete."""
+    d = deployment
+    assert not d.of_type("aws:lb/trustStoreRevocation:TrustStoreRevocation")
+    invocation = d.one("aws:lambda/invocation:Invocation")
+    crl = d.one("aws:lambda/function:Function", "crl")
+    assert invocation.inputs["functionName"] == crl.inputs["name"]
+    assert invocation.inputs.get("lifecycleScope", "CREATE_ONLY") == "CREATE_ONLY"
+    # A new CA or trust store publishes again (a trigger change replaces the invocation).
+    ca_pem = d.outputs["caCertificatePem"]
+    assert invocation.inputs["triggers"] == {"ca": hashlib.sha256(ca_pem.encode()).hexdigest(),
+                                             "trust_store": d.one("aws:lb/trustStore:TrustStore").outputs["arn"]}
+    assert d.depends_on(invocation, crl)
+    assert d.depends_on(invocation, d.one("aws:iam/rolePolicy:RolePolicy", "crl"))
+    assert d.depends_on(invocation, d.one("aws:lb/trustStore:TrustStore"))
 
 
 def test_routes_per_load_balancer_are_exactly_routes_py(deployment):

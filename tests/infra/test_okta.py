@@ -99,13 +99,13 @@ def test_destroy_removes_okta_enforcement_before_the_endpoints(deployment):
         "device ALB": d.one("aws:lb/loadBalancer:LoadBalancer", "device"),
         "device HTTPS listener": d.one("aws:lb/listener:Listener", "device-https"),
         "device DNS record": d.one("aws:route53/record:Record", "device-alias"),
-        "trust store revocation list": d.one("aws:lb/trustStoreRevocation:TrustStoreRevocation"),
     }
     login_path = {
         "idp function": d.one("aws:lambda/function:Function", "idp"),
         "SSO route": d.one("aws:lb/listenerRule:ListenerRule", "device-saml-sso"),
         "check-again route": d.one("aws:lb/listenerRule:ListenerRule", "device-saml-recheck"),
         "idp target attachment": d.one("aws:lb/targetGroupAttachment:TargetGroupAttachment", "device-idp"),
+        "first CRL publish": d.one("aws:lambda/invocation:Invocation"),
     }
     for okta_type in (RULE, POLICY, AUTHENTICATOR, ASSIGNMENT):
         okta_resource = d.one(okta_type)
@@ -169,3 +169,34 @@ def test_mobileconfig_output_is_the_profile_for_this_stack(deployment):
     ca = x509.load_pem_x509_certificate(d.outputs["caCertificatePem"].encode())
     assert payloads["com.apple.security.root"]["PayloadContent"] == ca.public_bytes(Encoding.DER)
     assert profile["PayloadIdentifier"].startswith("com.example.devicegate")
+
+
+DUO = {"id": "autDUOUNIVERSAL00001", "name": "Duo Universal Prompt", "key": "external_idp",
+       "providerJson": json.dumps({"type": "CLAIMS", "configuration": {"idpId": "0oaDUO00000000000001"}})}
+
+
+def test_an_adopted_existing_authenticator_is_refused_before_any_rule_uses_it():
+    """The provider's create adopts an existing authenticator with the same key; the program notices
+    (the name is not ours) and fails before the rule binds Macs to someone else's factor."""
+    mocks = harness.DevicegateMocks(existing_authenticator=DUO, adopts_existing_authenticator=True)
+    with pytest.raises(Exception, match="Duo Universal Prompt.*devicegate:oktaAuthenticatorId"):
+        harness.run(mocks=mocks)
+
+
+def test_an_admin_created_authenticator_is_read_not_managed():
+    ours = {"id": "autDEVICEGATEADMIN01", "name": "devicegate device check", "key": "external_idp",
+            "providerJson": json.dumps({"type": "CLAIMS", "configuration": {"idpId": harness.IDP_ID}})}
+    d = harness.run({"devicegate:oktaAuthenticatorId": ours["id"]},
+                    mocks=harness.DevicegateMocks(existing_authenticator=ours))
+    assert not d.of_type(AUTHENTICATOR)  # never created, never deactivated by a destroy
+    (constraint,) = [json.loads(c) for c in d.one(RULE).inputs["constraints"]]
+    assert constraint["possession"]["authenticationMethods"] == [{"key": "external_idp", "id": ours["id"]}]
+    assert d.depends_on(d.one(RULE), d.one(SAML))  # through the check that it points at our IdP
+    assert d.depends_on(d.one(RULE), d.one("aws:lambda/function:Function", "idp"))
+
+
+def test_an_admin_created_authenticator_for_another_idp_is_refused():
+    with pytest.raises(Exception, match="devicegate:oktaAuthenticatorId: autDUOUNIVERSAL00001 is a external_idp "
+                                        "authenticator for IdP 0oaDUO00000000000001"):
+        harness.run({"devicegate:oktaAuthenticatorId": DUO["id"]},
+                    mocks=harness.DevicegateMocks(existing_authenticator=DUO))

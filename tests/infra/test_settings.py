@@ -64,6 +64,7 @@ def test_the_base_config_parses_with_defaults():
     ({"enforcedPolicies": "{not json"}, "devicegate:enforcedPolicies", ["not understood", "all-critical"]),
     ({"oktaAppIds": json.dumps(["my-app"])}, "devicegate:oktaAppIds", ["not an Okta app id", "0oa"]),
     ({"retainData": "maybe"}, "devicegate:retainData", ["not a boolean", "true or false"]),
+    ({"oktaAuthenticatorId": "duo"}, "devicegate:oktaAuthenticatorId", ["not an Okta authenticator id", "aut"]),
     ({"vpcId": "vpc-0123456789abcdef0"}, "devicegate:publicSubnetIds", ["needs two", "at least two"]),
     ({"publicSubnetIds": json.dumps(["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"])},
      "devicegate:vpcId", ["not set while", "unset both"]),
@@ -132,11 +133,15 @@ def test_zone_by_id_is_checked_against_the_hosts():
     assert "not inside the hosted zone other.org" in str(caught.value)
 
 
-def test_a_missing_or_private_zone_is_a_config_error():
-    with pytest.raises(ConfigError, match="devicegate:hostedZoneName: the zone could not be read"):
+def test_an_unknown_or_private_zone_is_a_config_error():
+    with pytest.raises(ConfigError, match="devicegate:hostedZoneId: Z0000000000000000000 is not a hosted zone"):
+        harness.run({"devicegate:hostedZoneName": None, "devicegate:hostedZoneId": "Z0000000000000000000"})
+    with pytest.raises(ConfigError, match="devicegate:hostedZoneId: is a private hosted zone"):
+        harness.run({"devicegate:hostedZoneName": None, "devicegate:hostedZoneId": harness.ZONE_ID},
+                    mocks=harness.DevicegateMocks(private_zone=True))
+    # A zone name no public zone has: the provider's own "no matching Route 53 Hosted Zone found".
+    with pytest.raises(Exception, match="no matching Route 53 Hosted Zone"):
         harness.run(mocks=harness.DevicegateMocks(zone_name="example.org"))
-    with pytest.raises(ConfigError, match="private hosted zone"):
-        harness.run(mocks=harness.DevicegateMocks(private_zone=True))
 
 
 def test_pulumi_yaml_declares_every_key_with_the_same_defaults():
@@ -164,3 +169,9 @@ def test_example_stack_file_parses():
     raw.update({"devicegate:fleetApiToken": "t", "okta:apiToken": "t"})
     cfg = parse(raw, environ=NO_ENV)
     assert cfg.domain == "devicegate.example.com" and cfg.idp_factor_only is False
+
+
+def test_the_program_previews_too():
+    """`pulumi preview` runs the same program as a dry run; nothing in it needs a created resource."""
+    d = harness.run(preview=True)
+    assert d.of_type("aws:lb/listener:Listener") and d.of_type("okta:idp/saml:Saml")

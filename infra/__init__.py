@@ -1,0 +1,1 @@
+"""devicegate's Pulumi program (``__main__.py``) and its components."""
