@@ -55,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--state-dir", type=Path, required=True)
     sync.add_argument("--host", help="refresh only this host (UUID), as \"check again\" does")
 
+    certs = local.add_parser("certs", help="device certificates").add_subparsers(dest="certs_command", required=True)
+    revoke = certs.add_parser("revoke", help="revoke a certificate (or a host's): the IdP refuses it at once, "
+                                             "and the device listener at the handshake once the CRL is published")
+    revoke.add_argument("--state-dir", type=Path, required=True)
+    revoke.add_argument("serial", nargs="?", help="the certificate's serial (hex)")
+    revoke.add_argument("--host", help="revoke every active certificate of this host UUID instead")
+    revoke.add_argument("--reason", default="revoked by an administrator")
+    revoke.add_argument("--no-publish", action="store_true", help="do not republish the CRL now")
+    crl = local.add_parser("crl", help="the CRL").add_subparsers(dest="crl_command", required=True)
+    publish = crl.add_parser("publish", help="rebuild the CRL from the revoked certificates and load it")
+    publish.add_argument("--state-dir", type=Path, required=True)
+
     fleet = local.add_parser("fleet", help="the simulated Fleet").add_subparsers(dest="fleet_command", required=True)
     add = fleet.add_parser("add-host", help="add a host")
     add.add_argument("--state-dir", type=Path, required=True)
@@ -149,6 +161,14 @@ def _local_tool(args) -> int:
                     f"{data['hosts_seen']} hosts, {data['hosts_failing']} failing, {data['written']} written, "
                     f"{data['unchanged']} unchanged, {data['deleted']} removed, {data['revoked']} certificates revoked")
                 text += "".join(f"\n  error: {e}" for e in data["errors"])
+        elif args.local_command == "certs":
+            data = tools.revoke(args.state_dir, serial=args.serial, host_uuid=args.host, reason=args.reason,
+                                publish=not args.no_publish)
+            text = (f"revoked {len(data['revoked'])} certificate(s): {', '.join(data['revoked']) or 'none'}"
+                    + (f"\n  CRL published: {data['crl']['path']}" if data["crl"] else "\n  CRL not published"))
+        elif args.local_command == "crl":
+            data = tools.publish_crl(args.state_dir)
+            text = f"CRL published with {len(data['revoked_serials'])} revoked serial(s): {data['path']}"
         else:
             command = args.fleet_command
             if command == "add-host":

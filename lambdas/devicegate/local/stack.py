@@ -238,6 +238,52 @@ class SyncLoop:
         self.thread.join(timeout=30)
 
 
+def write_crl(state: Path, revoked) -> Path:
+    """Sign a CRL with the local CA and write it where the device listener reads it."""
+    from datetime import datetime, timezone
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ..crl import build_crl
+
+    ca, key = pki.load_or_create_pair(state / "ca", "scep-ca", lambda: None)
+    now = datetime.now(timezone.utc)
+    crl = build_crl(ca, key, revoked, now=now, number=int(now.timestamp() * 1000))
+    path = state / "ca" / "crl.pem"
+    pki.write_private(path, crl.public_bytes(Encoding.PEM).decode("ascii"))  # atomic
+    return path
+
+
+class CrlWatch:
+    """The local stand-in for the trust store's revocation list: when ``crl publish`` writes a
+    new CRL, new handshakes on the device listener check against it (like ALB's)."""
+
+    def __init__(self, path: Path, gateway: Gateway):
+        self.path, self.gateway = path, gateway
+        self.stopping = threading.Event()
+        self.seen = path.stat().st_mtime_ns if path.exists() else 0
+        self.thread = threading.Thread(target=self._run, name="devicegate-crl", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                mtime = self.path.stat().st_mtime_ns
+                if mtime != self.seen:
+                    self.gateway.reload_device_trust()
+                    self.seen = mtime
+                    log.info("device listener reloaded the CRL")
+            except Exception:  # noqa: BLE001 - a half-written file is retried next tick
+                log.exception("reloading the CRL failed")
+
+    def start(self) -> "CrlWatch":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+
+
 class LocalStack:
     def __init__(self, state_dir: Path, *, public_port: int = 0, device_port: int = 0,
                  fleet_url: str | None = None, fleet_token_file: Path | None = None, sync_interval: float = 60.0,
@@ -273,11 +319,15 @@ class LocalStack:
                 Route("public", OKTA_LOGIN_PATH, okta.login, name="local-okta-login"),
                 Route("public", OKTA_ACS_PATH, okta.acs, name="local-okta-acs"),
             ]
+            crl_path = self.state / "ca" / "crl.pem"
+            if not crl_path.exists():  # the device listener checks a CRL from the first handshake
+                write_crl(self.state, [])
             self.gateway = Gateway(
                 routes,
                 server_cert=material.tls_cert_path,
                 server_key=material.tls_key_path,
                 device_ca=material.scep_ca_path,
+                device_crl=crl_path,
                 host=HOST,
                 public_port=self.public_port,
                 device_port=self.device_port,
@@ -338,6 +388,7 @@ class LocalStack:
             "fleet_check": _fleet_check(),
         }
         self.sync_loop = SyncLoop(self.sync_interval).start()
+        self.crl_watch = CrlWatch(self.state / "ca" / "crl.pem", self.gateway).start()
         pki.write_private(self.endpoints_path, json.dumps(self.endpoints, indent=2) + "\n")  # atomic
         return self.endpoints
 
@@ -371,6 +422,9 @@ class LocalStack:
         if self.sync_loop is not None:
             self.sync_loop.stop()
             self.sync_loop = None
+        if getattr(self, "crl_watch", None) is not None:
+            self.crl_watch.stop()
+            self.crl_watch = None
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None

@@ -244,3 +244,50 @@ def sync_now(state_dir: Path, host_uuid: str | None = None) -> dict:
         os.environ.clear()
         os.environ.update(saved)
         settings.load_fleet.cache_clear()
+
+
+# ------------------------------------------------------------------------------ revocation
+
+
+def _store(state_dir: Path):
+    from ..store import Store
+    from . import dynamo
+
+    e = endpoints(state_dir)
+    for key, value in dynamo.LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    return Store(e["dynamodb"]["table"], endpoint=e["dynamodb"]["endpoint"])
+
+
+def revoke(state_dir: Path, *, serial: str | None = None, host_uuid: str | None = None,
+           reason: str = "revoked by an administrator", publish: bool = True) -> dict:
+    """Revoke one certificate, or every active one of a host: effective at once in the IdP; with
+    ``publish`` the CRL is republished too, so the device listener refuses the handshake."""
+    from datetime import datetime, timezone
+
+    if (serial is None) == (host_uuid is None):
+        raise ToolError("give a serial or --host, not both")
+    store = _store(state_dir)
+    now = datetime.now(timezone.utc)
+    if serial is not None:
+        try:
+            serials = [int(serial.replace(":", ""), 16)]
+        except ValueError:
+            raise ToolError(f"{serial!r} is not a hex serial") from None
+        if store.get_certificate(serials[0]) is None:
+            raise ToolError(f"no certificate with serial {serial}")
+    else:
+        serials = [c.serial for c in store.host_certificates(host_uuid.upper()) if c.status == "active"]
+    revoked = [format(s, "x") for s in serials if store.revoke_certificate(s, reason, now)]
+    result = {"revoked": revoked, "crl": None}
+    if publish:
+        result["crl"] = publish_crl(state_dir)
+    return result
+
+
+def publish_crl(state_dir: Path) -> dict:
+    from .stack import write_crl
+
+    revoked = _store(state_dir).revoked_certificates()
+    path = write_crl(Path(state_dir).resolve(), revoked)
+    return {"path": str(path), "revoked_serials": sorted(format(r.serial, "x") for r in revoked)}
