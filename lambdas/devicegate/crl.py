@@ -56,7 +56,7 @@ def crl_files(crl: x509.CertificateRevocationList) -> dict[str, bytes]:
 
 
 def lambda_handler(event, context):
-    """Scheduled daily, and invoked after a revocation (``devicegate crl publish``)."""
+    """Scheduled daily, and invoked after a revocation (aws lambda invoke; locally `devicegate local crl publish`)."""
     import os
 
     import boto3
