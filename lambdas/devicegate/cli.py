@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--organization", default="devicegate")
     profile.add_argument("--out", type=Path, help="write the profile here (default: standard output)")
 
+    demo = commands.add_parser("demo", help="the whole story on a running local stack, narrated and checked")
+    demo.add_argument("--state-dir", type=Path, required=True, help="the running local stack (./dev up)")
+
     local = commands.add_parser("local", help="the local stack").add_subparsers(dest="local_command", required=True)
     up = local.add_parser("up", help="run the local stack in the foreground until Ctrl-C")
     up.add_argument("--state-dir", type=Path, required=True, help="keys, CA, journal and endpoints.json live here")
@@ -216,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         return _local_tool(args)
     if args.command == "profile":
         return _profile(args)
+    if args.command == "demo":
+        from .local import demo, tools
+
+        try:
+            return demo.run(args.state_dir)
+        except tools.ToolError as exc:
+            print(f"devicegate demo: {exc}", file=sys.stderr)
+            return 1
     return 2
 
 
