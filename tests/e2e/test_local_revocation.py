@@ -78,3 +78,33 @@ def test_revoke_explains_bad_input(stack):
         tools.revoke(stack.state_dir, serial="abc123")
     with pytest.raises(tools.ToolError, match="not both"):
         tools.revoke(stack.state_dir)
+
+
+def test_a_stale_or_corrupt_crl_is_rebuilt_from_the_table_at_start(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from devicegate.crl import build_crl
+    from devicegate.local import pki
+
+    proc = StackProcess(tmp_path / "state", args=("--sync-interval", "3600"))
+    proc.start()
+    try:
+        good = enrolled_device(proc, tmp_path / "good")
+        bad = enrolled_device(proc, tmp_path / "bad")
+        tools.revoke(proc.state_dir, host_uuid=bad.uuid)
+        assert refused_at_handshake(proc, bad)
+        assert proc.stop() == 0
+        crl_path = proc.state_dir / "ca" / "crl.pem"
+        crl_path.write_text("garbage\n")  # corrupt: the stack must still start, with the table's CRL
+        proc.start()
+        assert healthz(proc, good)[0] == 200 and refused_at_handshake(proc, bad, timeout=3)
+        assert proc.stop() == 0
+        ca, key = pki.load_or_create_pair(proc.state_dir / "ca", "scep-ca", lambda: None)
+        old = build_crl(ca, key, [], now=datetime.now(timezone.utc) - timedelta(days=8), number=1)
+        crl_path.write_bytes(old.public_bytes(Encoding.PEM))  # expired: would refuse everyone
+        proc.start()
+        assert healthz(proc, good)[0] == 200 and refused_at_handshake(proc, bad, timeout=3)
+    finally:
+        proc.stop()

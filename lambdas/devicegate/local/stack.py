@@ -238,6 +238,25 @@ class SyncLoop:
         self.thread.join(timeout=30)
 
 
+def _crl_usable(path: Path, margin_hours: float = 0) -> bool:
+    from datetime import datetime, timedelta, timezone
+
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        next_update = crl.next_update_utc
+    except (OSError, ValueError):
+        return False
+    return next_update is not None and next_update - timedelta(hours=margin_hours) > datetime.now(timezone.utc)
+
+
+def publish_from_store(state: Path) -> Path:
+    """Build the CRL from the revoked certificates in the table (the crl Lambda's job in AWS)."""
+    from .. import settings as settings_mod
+    from ..store import Store
+
+    return write_crl(state, Store(settings_mod.table_name()).revoked_certificates())
+
+
 def write_crl(state: Path, revoked) -> Path:
     """Sign a CRL with the local CA and write it where the device listener reads it."""
     from datetime import datetime, timezone
@@ -267,6 +286,9 @@ class CrlWatch:
     def _run(self) -> None:
         while not self.stopping.wait(0.5):
             try:
+                # like the daily publisher: a CRL a day from its nextUpdate is rebuilt
+                if not _crl_usable(self.path, margin_hours=24) and self.path.exists():
+                    publish_from_store(self.path.parent.parent)
                 mtime = self.path.stat().st_mtime_ns
                 if mtime != self.seen:
                     self.gateway.reload_device_trust()
@@ -320,8 +342,8 @@ class LocalStack:
                 Route("public", OKTA_ACS_PATH, okta.acs, name="local-okta-acs"),
             ]
             crl_path = self.state / "ca" / "crl.pem"
-            if not crl_path.exists():  # the device listener checks a CRL from the first handshake
-                write_crl(self.state, [])
+            if not _crl_usable(crl_path):  # the device listener needs a valid CRL from the start
+                write_crl(self.state, [])  # a placeholder until the real one is built below
             self.gateway = Gateway(
                 routes,
                 server_cert=material.tls_cert_path,
@@ -340,6 +362,8 @@ class LocalStack:
             )
             _ensure_aws_resources(self.moto.endpoint, material, fleet_token)
             _reset_handler_caches()
+            publish_from_store(self.state)  # the CRL always comes from the table, never a stale file
+            self.gateway.reload_device_trust()
             okta.target = LocalOkta(
                 audience=OKTA_AUDIENCE,
                 acs_url=f"{public}{OKTA_ACS_PATH}",
