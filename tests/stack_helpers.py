@@ -62,6 +62,14 @@ class StackProcess:
         return code
 
 
+def running_stack(tmp_path_factory, name: str, **kwargs):
+    """A module fixture's body: a stack process for the module, stopped (exit 0) after it."""
+    proc = StackProcess(tmp_path_factory.mktemp(name) / "state", **kwargs)
+    proc.start()
+    yield proc
+    assert proc.stop() == 0, "the stack exits 0 on SIGTERM"
+
+
 def tls_context(ca_pem: str, cert_pem: str | None = None, key_pem: str | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cadata=ca_pem)
     if cert_pem:

@@ -14,16 +14,13 @@ import boto3
 import pytest
 
 from devicegate.local import tools
-from tests.stack_helpers import StackProcess, enrolled_device, request, set_result, tls_context
+from tests.stack_helpers import StackProcess, enrolled_device, request, running_stack, set_result, tls_context
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     # no scheduled sync during the test: every sync here is one the test asked for
-    proc = StackProcess(tmp_path_factory.mktemp("fleet") / "state", args=("--sync-interval", "3600"))
-    proc.start()
-    yield proc
-    assert proc.stop() == 0
+    yield from running_stack(tmp_path_factory, "fleet", args=("--sync-interval", "3600"))
 
 
 def sso(stack, device_ctx, user="ada@example.com"):

@@ -8,15 +8,12 @@ import sys
 
 import pytest
 
-from tests.stack_helpers import StackProcess
+from tests.stack_helpers import running_stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    proc = StackProcess(tmp_path_factory.mktemp("login") / "state")
-    proc.start()
-    yield proc
-    assert proc.stop() == 0
+    yield from running_stack(tmp_path_factory, "login")
 
 
 def dg(*args, expect=0):

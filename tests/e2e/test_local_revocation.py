@@ -10,15 +10,12 @@ import pytest
 from cryptography import x509
 
 from devicegate.local import tools
-from tests.stack_helpers import StackProcess, enrolled_device, request
+from tests.stack_helpers import StackProcess, enrolled_device, request, running_stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    proc = StackProcess(tmp_path_factory.mktemp("revocation") / "state", args=("--sync-interval", "3600"))
-    proc.start()
-    yield proc
-    assert proc.stop() == 0
+    yield from running_stack(tmp_path_factory, "revocation", args=("--sync-interval", "3600"))
 
 
 def healthz(stack, device):

@@ -15,15 +15,12 @@ from devicegate.local import pki
 from devicegate.scep import protocol
 from devicegate.scep.protocol import FailInfo, PkiStatus
 from tests import scep_helpers as h
-from tests.stack_helpers import StackProcess, fleet_host, request, tls_context
+from tests.stack_helpers import StackProcess, fleet_host, request, running_stack, tls_context
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    proc = StackProcess(tmp_path_factory.mktemp("stack") / "state")
-    proc.start()
-    yield proc
-    assert proc.stop() == 0, "the stack exits 0 on SIGTERM"
+    yield from running_stack(tmp_path_factory, "stack")
 
 
 @pytest.fixture(scope="module")

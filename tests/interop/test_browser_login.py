@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from devicegate.local import tools
 from tests.interop import browser
-from tests.stack_helpers import StackProcess, fleet_host
+from tests.stack_helpers import fleet_host, running_stack
 
 pytestmark = pytest.mark.interop
 
@@ -23,10 +23,7 @@ def stack(tmp_path_factory):
     missing = browser.missing()
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)}")
-    proc = StackProcess(tmp_path_factory.mktemp("browser") / "state")
-    proc.start()
-    yield proc
-    assert proc.stop() == 0
+    yield from running_stack(tmp_path_factory, "browser")
 
 
 def test_login_blocked_then_fixed_in_a_real_browser(stack, tmp_path):

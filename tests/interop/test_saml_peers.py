@@ -23,7 +23,7 @@ from tests.interop import saml_peers as peers
 from pathlib import Path
 
 from tests import stack_helpers
-from tests.stack_helpers import StackProcess, request, tls_context
+from tests.stack_helpers import request, running_stack, tls_context
 
 pytestmark = pytest.mark.interop
 
@@ -33,10 +33,7 @@ def stack(tmp_path_factory):
     missing = peers.missing_saml_peers()
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)}")
-    proc = StackProcess(tmp_path_factory.mktemp("saml") / "state")
-    proc.start()
-    yield proc
-    assert proc.stop() == 0
+    yield from running_stack(tmp_path_factory, "saml")
 
 
 @pytest.fixture(scope="module")

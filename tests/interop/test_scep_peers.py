@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.interop import peers
-from tests.stack_helpers import StackProcess, fleet_host, request, tls_context
+from tests.stack_helpers import fleet_host, request, running_stack, tls_context
 
 pytestmark = pytest.mark.interop
 
@@ -31,10 +31,7 @@ def _need(*programs, root=False):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    proc = StackProcess(tmp_path_factory.mktemp("interop") / "state")
-    proc.start()
-    yield proc
-    assert proc.stop() == 0
+    yield from running_stack(tmp_path_factory, "interop")
 
 
 def test_certmonger_enrolls_and_its_certificate_opens_the_device_listener(stack, tmp_path):

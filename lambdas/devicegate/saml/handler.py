@@ -168,8 +168,7 @@ def _sso(idp: Idp, request: alb.Request) -> alb.Response:
         if request.method == "GET":
             authn = authn_request.from_redirect(request.query, idp.expect, now)
         elif request.method == "POST":
-            content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
-            if content_type != "application/x-www-form-urlencoded":
+            if not _is_form(request):
                 return pages.bad_request("the sign-in request must be posted as a form")
             authn = authn_request.from_post(request.body, idp.expect, now)
         else:
@@ -265,8 +264,7 @@ def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
     now = idp.clock()
     if request.method != "POST":
         return pages.bad_request("“Check again” is a form; use the button on the page")
-    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
+    if not _is_form(request):
         return pages.bad_request("“Check again” is a form; use the button on the page")
     origin = request.header("origin")
     if origin is not None and origin != _origin(idp.config.sso_url):
@@ -309,6 +307,11 @@ def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
                 return pages.bad_request("this device already used its bypass; fix the policies and check again")
             bypass = True
     return _answer(idp, pending, device, now, action=action, token=token, bypass=bypass)
+
+
+def _is_form(request: alb.Request) -> bool:
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    return content_type == "application/x-www-form-urlencoded"
 
 
 def _origin(url: str) -> str:
