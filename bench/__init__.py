@@ -1,0 +1,1 @@
+"""devicegate benchmarks (see bench/RESULTS.md; entry point: python -m bench)."""
