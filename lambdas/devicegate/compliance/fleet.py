@@ -293,7 +293,7 @@ def _fleet_reason(body: bytes) -> str:
     """Fleet's ``{"message": ..., "errors": [{"name": ..., "reason": ...}]}``, as one short line."""
     try:
         doc = json.loads(body[:65536].decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):  # a deeply nested error body must not escape as RecursionError
         return _short(body[:200].decode("utf-8", "replace"))
     if not isinstance(doc, dict):
         return ""

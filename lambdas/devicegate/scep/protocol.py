@@ -508,8 +508,11 @@ def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPri
 
     if cipher_name in _REFUSED_CIPHERS or cipher_name not in _CIPHERS:
         raise Refusal(FailInfo.BAD_ALG, f"content encryption {cipher_name} is not supported; use AES")
-    recipient = _our_recipient(recipients, ca_cert)
-    key_alg = recipient["key_encryption_algorithm"]["algorithm"].native
+    try:  # asn1crypto parses lazily: a malformed recipient surfaces only when read
+        recipient = _our_recipient(recipients, ca_cert)
+        key_alg = recipient["key_encryption_algorithm"]["algorithm"].native
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        raise Refusal(FailInfo.BAD_REQUEST, f"pkcsPKIEnvelope recipient is not valid CMS: {_short(exc)}") from None
     if key_alg not in ("rsaes_pkcs1v15", "rsa"):
         raise Refusal(FailInfo.BAD_ALG, f"key encryption {key_alg} is not supported; use rsaEncryption")
 
