@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from . import alb
+from . import alb, settings
 from .scep.authority import host_uuid_of
 
 
@@ -18,7 +18,11 @@ def lambda_handler(event, context):
 
 def handle(request: alb.Request) -> alb.Response:
     try:
-        cert = alb.client_cert(request)
+        headers = settings.cert_headers_from_env()  # the IdP's, so a self-hosted proxy's show here too
+    except settings.ConfigError as exc:
+        return alb.Response(503, f"misconfigured: {exc}\n")
+    try:
+        cert = alb.client_cert(request, **headers)
     except alb.MtlsHeaderError as exc:
         return alb.Response(400, f"bad client certificate headers: {exc}\n")
     if cert is None:

@@ -48,6 +48,20 @@ _STRIPPED = frozenset({"x-amzn-trace-id", "connection", "keep-alive", "proxy-con
 _RESPONSE_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
+def forwardable_headers(headers, keep: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """The client's headers an ALB passes on to the Lambda: lowercased, without hop-by-hop ones
+    and without those the load balancer sets itself (except the names in ``keep``)."""
+    return [
+        (name.lower(), value)
+        for name, value in headers.items()
+        if name.lower() in keep or (not name.lower().startswith(_STRIPPED_PREFIXES) and name.lower() not in _STRIPPED)
+    ]
+
+
+def trace_id() -> str:
+    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}"
+
+
 @dataclass
 class Route:
     listener: str  # "public" or "device"
@@ -221,12 +235,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() closes connections itself instead of waiting on idle ones
 
-    def __init__(self, address: tuple[str, int], gateway: Gateway, listener: str) -> None:
+    def __init__(self, address: tuple[str, int], gateway: Gateway, listener: str, handler_class=None) -> None:
+        # ``gateway`` answers context_for(listener) (None: plain HTTP) and route_for(listener, path)
         self.gateway = gateway
         self.listener = listener
-        self._connections: set[ssl.SSLSocket] = set()
+        self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, handler_class or _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), which can stall on a reverse DNS lookup.
@@ -235,11 +250,12 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[ssl.SSLSocket, Any]:
         sock, address = self.socket.accept()
+        context = self.gateway.context_for(self.listener)
+        if context is None:
+            return sock, address
         # Wrap per connection so reload_device_trust() applies to the next handshake. The
         # handshake itself runs in the connection's thread (finish_request), not here.
-        conn = self.gateway.context_for(self.listener).wrap_socket(
-            sock, server_side=True, do_handshake_on_connect=False
-        )
+        conn = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return conn, address
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -248,7 +264,8 @@ class _Server(ThreadingHTTPServer):
         try:
             request.settimeout(HANDSHAKE_TIMEOUT)
             try:
-                request.do_handshake()
+                if isinstance(request, ssl.SSLSocket):
+                    request.do_handshake()
             except (ssl.SSLError, OSError) as exc:
                 # No certificate, wrong CA, revoked, or a port scan: ALB just drops these.
                 log.debug("%s: TLS handshake with %s failed: %s", self.listener, client_address[0], exc)
@@ -390,16 +407,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
 
     def _forwarded_headers(self) -> list[tuple[str, str]] | None:
-        headers = [
-            (name.lower(), value)
-            for name, value in self.headers.items()
-            if not name.lower().startswith(_STRIPPED_PREFIXES) and name.lower() not in _STRIPPED
-        ]
+        headers = forwardable_headers(self.headers)
         headers += [
             ("x-forwarded-for", self.client_address[0]),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-port", str(self.server.server_port)),
-            ("x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}"),
+            ("x-amzn-trace-id", trace_id()),
         ]
         if self.server.listener == "device":
             try:
