@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from html import unescape
 
@@ -41,6 +42,29 @@ def deliver(stack, page: bytes):
     return status, body.decode()
 
 
+def block_token(page: bytes) -> str:
+    return unescape(re.search(r'name="token"\s+value="([^"]+)"', page.decode()).group(1))
+
+
+def recheck(stack, device_ctx, token: str):
+    """The block page's "check again" button."""
+    e = stack.endpoints
+    status, _, page = request(e["device_url"] + "/saml/recheck", device_ctx, "POST",
+                              urllib.parse.urlencode({"token": token, "action": "recheck"}).encode(),
+                              {"Content-Type": "application/x-www-form-urlencoded", "Origin": e["device_url"]})
+    return status, page
+
+
+@contextmanager
+def fleet_faults(stack, kind: str, count: int = 1000, **extra):
+    """The simulated Fleet's API answers with this fault (every path) until the block ends."""
+    tools._fleet_admin(stack.endpoints, "POST", "/_sim/faults", {"path": "/api/*", "kind": kind, "count": count, **extra})
+    try:
+        yield
+    finally:
+        tools._fleet_admin(stack.endpoints, "DELETE", "/_sim/faults")
+
+
 def test_webhook_blocks_at_once_and_check_again_lets_the_same_login_through(stack, tmp_path):
     e = stack.endpoints
     device = enrolled_device(stack, tmp_path / "mac")
@@ -60,13 +84,11 @@ def test_webhook_blocks_at_once_and_check_again_lets_the_same_login_through(stac
     assert status == 200 and json.loads(reply)["marked_failing"] >= 1
     status, _, page = sso(stack, ctx)
     assert status == 403 and b"FileVault enabled" in page
-    token = unescape(re.search(r'name="token"\s+value="([^"]+)"', page.decode()).group(1))
+    token = block_token(page)
 
     # fixed in Fleet: "check again" pulls the host from Fleet (no sync) and answers the same login
     tools.fleet_set_policy(stack.state_dir, device.uuid, "FileVault enabled", "pass", critical=True)
-    status, _, page = request(e["device_url"] + "/saml/recheck", ctx, "POST",
-                              urllib.parse.urlencode({"token": token, "action": "recheck"}).encode(),
-                              {"Content-Type": "application/x-www-form-urlencoded", "Origin": e["device_url"]})
+    status, page = recheck(stack, ctx, token)
     assert status == 200 and b"SAMLResponse" in page
     status, accepted = deliver(stack, page)
     assert status == 200 and "accepted the device factor" in accepted and "ada@example.com" in accepted
@@ -165,3 +187,48 @@ def test_single_host_refresh_from_the_cli(stack, tmp_path):
                           "--host", device.uuid], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "FileVault enabled: fail" in out.stdout, out.stderr
     assert sso(stack, device.context(stack.endpoints["tls_ca"]))[0] == 403
+
+
+# ---------------------------------------------------------------- Fleet down or slow
+
+
+def test_fleet_down_during_a_sync_keeps_the_last_good_state(stack, tmp_path):
+    device = enrolled_device(stack, tmp_path / "mac")
+    ctx = device.context(stack.endpoints["tls_ca"])
+    tools.fleet_set_policy(stack.state_dir, device.uuid, "FileVault enabled", "fail", critical=True)
+    with fleet_faults(stack, "500"):
+        report = tools.sync_now(stack.state_dir)
+    assert not report["complete"] and report["errors"] and report["deleted"] == report["revoked"] == 0
+    assert sso(stack, ctx)[0] == 200, "a failed sync replaces nothing: the last good state stands"
+    assert tools.sync_now(stack.state_dir)["complete"]
+    assert sso(stack, ctx)[0] == 403, "Fleet back: the next sync brings its news"
+
+
+def test_fleet_slow_on_check_again_keeps_the_last_good_state(stack, tmp_path):
+    device = enrolled_device(stack, tmp_path / "mac")
+    ctx = device.context(stack.endpoints["tls_ca"])
+    set_result(stack, device.uuid, "FileVault enabled", "fail")
+    status, _, page = sso(stack, ctx)
+    assert status == 403
+    token = block_token(page)
+    tools.fleet_set_policy(stack.state_dir, device.uuid, "FileVault enabled", "pass", critical=True)
+    # Fleet answers too late for "check again" (3 s per try): the stored, failing, state decides
+    with fleet_faults(stack, "timeout", count=4, seconds=4):
+        status, page = recheck(stack, ctx, token)
+    assert status == 403 and b"FileVault enabled" in page and b"SAMLResponse" not in page
+    status, page = recheck(stack, ctx, token)  # Fleet answers again: the same login goes through
+    assert status == 200 and b"SAMLResponse" in page
+
+
+def test_fleet_down_on_check_again_with_stale_data_fails_closed(stack, tmp_path):
+    device = enrolled_device(stack, tmp_path / "mac")
+    ctx = device.context(stack.endpoints["tls_ca"])
+    _age(stack, device.uuid, hours=3)
+    status, _, page = sso(stack, ctx)
+    assert status == 403 and b"out of date" in page
+    token = block_token(page)
+    with fleet_faults(stack, "500"):
+        status, page = recheck(stack, ctx, token)
+    assert status == 403 and b"out of date" in page and b"SAMLResponse" not in page
+    status, page = recheck(stack, ctx, token)  # Fleet back: the refresh makes the data fresh
+    assert status == 200 and b"SAMLResponse" in page

@@ -4,6 +4,10 @@ DynamoDB and Secrets Manager calls go to it exactly as they would go to AWS. mot
 state in memory, so the stack turns on moto's request recorder: every request is appended to
 ``<state>/aws-requests.jsonl`` as it is served, and the log is replayed into a fresh server on
 the next start. That makes a restart (even after SIGKILL) keep what was recorded.
+
+moto's backends are not thread-safe (TransactWriteItems deep-copies every table for its
+rollback while other threads write: "dictionary changed size during iteration", HTTP 500), so
+the server is run by :func:`serve` here, which hands moto one AWS request at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,7 +68,7 @@ class MotoServer:
         for _attempt in range(5):  # a free port can be taken between probe and bind
             self.port = wanted or free_port()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", "devicegate.local.dynamo", "-H", "127.0.0.1", "-p", str(self.port)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -125,3 +130,46 @@ class MotoServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def serialized(app):
+    """WSGI middleware: one AWS request at a time through moto (whose backends are not
+    thread-safe). ``/moto-api/`` passes unlocked: its replay calls back into this server."""
+    lock = threading.Lock()
+
+    def serve_one(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/moto-api/"):
+            return app(environ, start_response)
+        with lock:
+            result = app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+
+    return serve_one
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """``python -m devicegate.local.dynamo -H HOST -p PORT``: moto's server, serialized."""
+    import argparse
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import run_simple
+
+    parser = argparse.ArgumentParser(prog="devicegate.local.dynamo")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    # Exit at once: the journal is written before each request is served, and a graceful
+    # exit would wait for every kept-alive client connection to go idle.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True  # as moto.server runs it
+    run_simple(args.host, args.port, serialized(app), threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    serve()
