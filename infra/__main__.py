@@ -71,8 +71,9 @@ def main() -> None:
     routes = Routes("routes", cfg, ctx, gateway, functions.functions)
 
     enforced = cfg.idp_factor_only
+    enforcement = None
     if enforced:
-        OktaEnforcement("okta-enforcement", cfg, idp,
+        enforcement = OktaEnforcement("okta-enforcement", cfg, idp,
                         depends_on=[*gateway.device_endpoint, *routes.device_routes(), functions.functions["idp"],
                                     functions.crl_publish])
 
@@ -95,6 +96,23 @@ def main() -> None:
     pulumi.export("tableName", data.table.name)
     pulumi.export("trustStoreArn", gateway.trust_store.arn)
     pulumi.export("functionNames", {short: f.name for short, f in functions.functions.items()})
+    # what the operations CLI (devicegate hosts|doctor|rotate idp-key|audit --outputs FILE) needs
+    pulumi.export("region", ctx.region)
+    pulumi.export("crlBucket", data.bucket.bucket)
+    pulumi.export("idpKeySecretId", pki.secrets["idp_key"].arn)
+    pulumi.export("logGroups", {short: g.name for short, g in functions.log_groups.items()})
+    pulumi.export("oktaOrgUrl", okta_org_url())
+    pulumi.export("oktaAuthenticatorId", enforcement.authenticator_id if enforcement else None)
+
+
+
+def okta_org_url() -> str:
+    import os
+
+    config = pulumi.Config("okta")
+    org = config.get("orgName") or os.environ.get("OKTA_ORG_NAME", "")
+    base = config.get("baseUrl") or os.environ.get("OKTA_BASE_URL", "")
+    return f"https://{org}.{base}"
 
 
 main()

@@ -105,8 +105,9 @@ SPECS: tuple[FunctionSpec, ...] = (
                  table_actions=("dynamodb:GetItem", "dynamodb:PutItem")),
     FunctionSpec("sync", "Compliance sync from Fleet (scheduled)", 512, 300, 1,
                  secrets=("fleet_token",),
+                 # Scan: the superseded-certificate pass reads every active certificate once a run
                  table_actions=("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query",
-                                "dynamodb:UpdateItem"),
+                                "dynamodb:UpdateItem", "dynamodb:Scan"),
                  schedule="rate(5 minutes)"),
     FunctionSpec("health", "Health (/healthz on both hosts)", 128, 3, 5),
     FunctionSpec("crl", "CRL publisher: S3 and the ALB trust store (daily and on demand)", 256, 60, 1,

@@ -130,7 +130,8 @@ class OktaIdp(pulumi.ComponentResource):
             suspended_action="NONE",
             max_clock_skew=CLOCK_SKEW_MS,
             status="ACTIVE",
-            opts=after_endpoint,
+            # `devicegate rotate idp-key` moves the IdP to a new key; `pulumi up` must not move it back
+            opts=pulumi.ResourceOptions.merge(after_endpoint, pulumi.ResourceOptions(ignore_changes=["kid"])),
         )
         metadata = okta.idp.get_metadata_saml_output(idp_id=self.idp.id)
         self.idp_id = self.idp.id

@@ -144,7 +144,7 @@ class Pki(pulumi.ComponentResource):
         self.webhook_secret = random.RandomPassword("fleet-webhook-secret", length=40, special=False,
                                                     opts=child).result
 
-        def secret(short: str, description: str, value, keep: bool) -> aws.secretsmanager.Secret:
+        def secret(short: str, description: str, value, keep: bool, rotated: bool = False) -> aws.secretsmanager.Secret:
             options = retained if keep else child
             resource = aws.secretsmanager.Secret(
                 short,
@@ -155,8 +155,11 @@ class Pki(pulumi.ComponentResource):
                 tags=tags,
                 opts=options,
             )
+            # `devicegate rotate idp-key` writes new values; a later `pulumi up` must not undo them
+            version_opts = pulumi.ResourceOptions.merge(options, pulumi.ResourceOptions(
+                ignore_changes=["secretString"])) if rotated else options
             aws.secretsmanager.SecretVersion(
-                short, secret_id=resource.id, secret_string=pulumi.Output.secret(value), opts=options)
+                short, secret_id=resource.id, secret_string=pulumi.Output.secret(value), opts=version_opts)
             return resource
 
         pair = lambda cert, key: pulumi.Output.json_dumps({"certificate": cert, "private_key": key})  # noqa: E731
@@ -164,7 +167,7 @@ class Pki(pulumi.ComponentResource):
             "ca": secret("ca", "SCEP CA certificate and private key (JSON)",
                          pair(ca_cert.cert_pem, ca_key.private_key_pem), keep=True),
             "idp_key": secret("idp-key", "SAML IdP signing certificate and private key (JSON)",
-                              pair(idp_cert.cert_pem, idp_key.private_key_pem), keep=True),
+                              pair(idp_cert.cert_pem, idp_key.private_key_pem), keep=True, rotated=True),
             "scep_challenge": secret("scep-challenge", "SCEP challenge password", self.scep_challenge, keep=False),
             "fleet_token": secret("fleet-token", "Fleet API token (API-only user)", cfg.fleet_api_token, keep=False),
             "webhook_secret": secret("fleet-webhook-secret", "Fleet policy webhook secret", self.webhook_secret,

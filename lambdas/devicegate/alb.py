@@ -31,6 +31,8 @@ Facts from the AWS docs this module relies on ("Lambda functions as targets" and
   space, so it is decoded with `unquote`, not `unquote_plus`. (The docs' passthrough
   example shows `=` as `%3D` despite that sentence; decoding accepts both.)
   Passthrough mode sends `X-Amzn-Mtls-Clientcert` (the whole chain) instead.
+  Self-hosted proxies send a configured serial header (hex or decimal) and leaf header: a
+  URL-encoded PEM (nginx's $ssl_client_escaped_cert) or a base64 DER (Caddy's).
 
 Imported on every cold start: only light stdlib modules at import time; cryptography is
 imported inside the functions that need it.
@@ -175,6 +177,8 @@ def _multi_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
             raise BadEvent(f"{what} has a non-string name")
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise BadEvent(f"{what}[{name!r}] is not a list of strings")
+        if not all(map(_is_unicode, (name, *values))):
+            raise BadEvent(f"{what} holds a string that is not valid Unicode")
         out.setdefault(name.lower() if lower else name, []).extend(values)
     return out
 
@@ -188,8 +192,20 @@ def _single_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
     for name, item in value.items():
         if not isinstance(name, str) or not isinstance(item, str):
             raise BadEvent(f"{what} must map strings to strings")
+        if not (_is_unicode(name) and _is_unicode(item)):
+            raise BadEvent(f"{what} holds a string that is not valid Unicode")
         out.setdefault(name.lower() if lower else name, []).append(item)
     return out
+
+
+def _is_unicode(text: str) -> bool:
+    """False for lone surrogates: JSON can escape them (``"\\ud800"``), UTF-8 cannot encode them,
+    and ALB never sends them; every later ``.encode()`` would raise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _event_body(event: dict) -> bytes:
@@ -444,6 +460,7 @@ _INSTANT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"
 _VALIDITY = re.compile(rf"NotBefore=({_INSTANT});NotAfter=({_INSTANT})")
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 _PEM_END = "-----END CERTIFICATE-----"
+_BASE64_DER = re.compile(r"MI[A-Za-z0-9+/]+={0,2}")  # a DER SEQUENCE (0x30 0x8x ...) in base64
 
 
 @dataclass(frozen=True)
@@ -501,6 +518,7 @@ def client_cert(
             leaf.not_valid_before_utc,
             leaf.not_valid_after_utc,
         )
+        leaf.extensions  # callers read the SAN (health, the IdP): a malformed one must fail here
     except Exception as exc:  # cryptography parses lazily; a bad field surfaces here
         raise MtlsHeaderError(f"leaf certificate is malformed: {exc}") from None
     if header_serial is not None and header_serial != serial:
@@ -551,6 +569,15 @@ def _parse_leaf(text: str) -> x509.Certificate:
     except UnicodeDecodeError:
         raise MtlsHeaderError("leaf is not URL-encoded ASCII") from None
     pem = pem.strip()
+    from cryptography import x509
+
+    if _BASE64_DER.fullmatch(pem):
+        # Caddy cannot put a multi-line PEM in a header; it sends the DER in base64
+        # ({http.request.tls.client.certificate_der_base64}), which no PEM or URL-encoded PEM can match.
+        try:
+            return x509.load_der_x509_certificate(binascii.a2b_base64(pem.encode("ascii"), strict_mode=True))
+        except Exception as exc:
+            raise MtlsHeaderError(f"leaf certificate (base64 DER) does not parse: {exc}") from None
     if (
         not pem.isascii()
         or not pem.startswith(_PEM_BEGIN)
@@ -558,8 +585,6 @@ def _parse_leaf(text: str) -> x509.Certificate:
         or pem.count("-----BEGIN") != 1
     ):
         raise MtlsHeaderError("leaf is not exactly one PEM certificate")
-    from cryptography import x509
-
     try:
         return x509.load_pem_x509_certificate(pem.encode("ascii"))
     except Exception as exc:

@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile = commands.add_parser("profile", help="the user-scope .mobileconfig to push with Fleet")
     profile.add_argument("--state-dir", type=Path, help="take everything from this running local stack")
+    profile.add_argument("--outputs", type=Path, help="take it from a deployment's `pulumi stack output --json "
+                                                     "--show-secrets` saved to a file")
     profile.add_argument("--scep-url", help="https://<domain>/scep (a deployment: see the stack outputs)")
     profile.add_argument("--device-url", help="https://okta.<domain>")
     profile.add_argument("--ca-file", type=Path, help="the SCEP CA certificate (PEM)")
@@ -31,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole story on a running local stack, narrated and checked")
     demo.add_argument("--state-dir", type=Path, required=True, help="the running local stack (./dev up)")
+    demo.add_argument("--scep-client", choices=("auto", "certmonger", "builtin"), default="auto",
+                      help="who enrolls: certmonger, devicegate's own SCEP client, or auto (default): "
+                           "certmonger when installed and usable, else the built-in one")
+
+    from .ops import cli as ops_cli
+
+    ops_cli.register(commands)  # hosts, certs, crl, sync, doctor, rotate, audit: a local stack or AWS
 
     local = commands.add_parser("local", help="the local stack").add_subparsers(dest="local_command", required=True)
     up = local.add_parser("up", help="run the local stack in the foreground until Ctrl-C")
@@ -41,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fleet-token-file", type=Path, help="file holding that Fleet's API token")
     up.add_argument("--fleet-ca-bundle", type=Path, help="CA bundle for a Fleet with a private TLS CA")
     up.add_argument("--sync-interval", type=float, default=60.0, help="seconds between syncs (default 60)")
+    up.add_argument("--aws-fault-proxy", action="store_true",
+                    help="route the handlers' AWS calls through a fault-injecting proxy (failure tests; "
+                         "switch it at endpoints.json's aws_fault_proxy.admin_url)")
+
+    origin = local.add_parser("origin", help="plain-HTTP origin for the device site behind a self-hosted mTLS "
+                                             "proxy (deploy/proxies/README.md)")
+    origin.add_argument("--state-dir", type=Path, required=True, help="the running local stack's")
+    origin.add_argument("--device-url", required=True, help="https://HOST[:PORT] browsers reach the proxy at")
+    origin.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    origin.add_argument("--allow-non-loopback", action="store_true", help="listen on a non-loopback address")
+    origin.add_argument("--serial-header", required=True, help="the proxy's serial header (X-SSL-Client-Serial)")
+    origin.add_argument("--serial-format", choices=("hex", "decimal"), required=True, help="nginx: hex; Caddy: decimal")
+    origin.add_argument("--leaf-header", help="the proxy's certificate header (URL-encoded PEM or base64 DER)")
 
     enroll = local.add_parser("enroll", help="enroll a host with devicegate's own SCEP client (as macOS does)")
     enroll.add_argument("--state-dir", type=Path, required=True)
@@ -100,7 +122,11 @@ def _profile(args) -> int:
     from .profile import ProfileError, build_profile, profile_summary
 
     try:
-        if args.state_dir is not None:
+        if args.outputs is not None:
+            from .ops.targets import AwsTarget
+
+            data = AwsTarget(args.outputs).profile()
+        elif args.state_dir is not None:
             from .local import tools
 
             e = tools.endpoints(args.state_dir)
@@ -110,11 +136,12 @@ def _profile(args) -> int:
             missing = [f"--{n.replace('_', '-')}" for n in ("scep_url", "device_url", "ca_file", "challenge_file")
                        if getattr(args, n) is None]
             if missing:
-                print(f"devicegate profile: give --state-dir, or all of {', '.join(missing)}", file=sys.stderr)
+                print(f"devicegate profile: give --state-dir, --outputs, or all of {', '.join(missing)}", file=sys.stderr)
                 return 2
             inputs = {"scep_url": args.scep_url, "device_url": args.device_url,
                       "ca_cert_pem": args.ca_file.read_text(), "challenge": args.challenge_file.read_text().strip()}
-        data = build_profile(organization=args.organization, **inputs)
+        if args.outputs is None:
+            data = build_profile(organization=args.organization, **inputs)
     except (ProfileError, OSError) as exc:
         print(f"devicegate profile: {exc}", file=sys.stderr)
         return 1
@@ -155,15 +182,10 @@ def _local_tool(args) -> int:
                 lines.append(f"  page: {result.page_text[:600]}")
             text = "\n".join(lines)
         elif args.local_command == "sync":
+            from .ops.cli import sync_text
+
             data = tools.sync_now(args.state_dir, args.host)
-            if args.host:
-                text = f"host {data['host_uuid']} refreshed from Fleet: " + ", ".join(
-                    f"{k}: {v or 'no result'}" for k, v in data["results"].items())
-            else:
-                text = (f"sync {'complete' if data['complete'] else 'INCOMPLETE'} in {data['duration_ms']} ms: "
-                    f"{data['hosts_seen']} hosts, {data['hosts_failing']} failing, {data['written']} written, "
-                    f"{data['unchanged']} unchanged, {data['deleted']} removed, {data['revoked']} certificates revoked")
-                text += "".join(f"\n  error: {e}" for e in data["errors"])
+            text = sync_text(data, args.host)
         elif args.local_command == "certs":
             data = tools.revoke(args.state_dir, serial=args.serial, host_uuid=args.host, reason=args.reason,
                                 publish=not args.no_publish)
@@ -195,6 +217,12 @@ def _local_tool(args) -> int:
     return 0
 
 
+def ops_commands() -> tuple[str, ...]:
+    from .ops.cli import COMMANDS
+
+    return COMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # --json may come anywhere on the line, not only before the subcommand
@@ -214,16 +242,32 @@ def main(argv: list[str] | None = None) -> int:
 
         return stack.run(args.state_dir, public_port=args.public_port, device_port=args.device_port,
                          fleet_url=args.fleet_url, fleet_token_file=args.fleet_token_file,
-                         sync_interval=args.sync_interval, fleet_ca_bundle=args.fleet_ca_bundle)
+                         sync_interval=args.sync_interval, fleet_ca_bundle=args.fleet_ca_bundle,
+                         aws_fault_proxy=args.aws_fault_proxy)
+    if args.command == "local" and args.local_command == "origin":
+        from .local import origin, tools
+
+        try:
+            config = origin.parse_config(listen=args.listen, device_url=args.device_url, serial_header=args.serial_header,
+                                         serial_format=args.serial_format, leaf_header=args.leaf_header,
+                                         allow_non_loopback=args.allow_non_loopback)
+            return origin.run(args.state_dir, config)
+        except (origin.OriginError, tools.ToolError) as exc:
+            print(f"devicegate local origin: {exc}", file=sys.stderr)
+            return 2
     if args.command == "local":
         return _local_tool(args)
+    if args.command in ops_commands():
+        from .ops import cli as ops_cli
+
+        return ops_cli.dispatch(args)
     if args.command == "profile":
         return _profile(args)
     if args.command == "demo":
         from .local import demo, tools
 
         try:
-            return demo.run(args.state_dir)
+            return demo.run(args.state_dir, scep_client=args.scep_client)
         except tools.ToolError as exc:
             print(f"devicegate demo: {exc}", file=sys.stderr)
             return 1

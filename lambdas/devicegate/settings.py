@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 MAX_CERT_VALIDITY_DAYS = 398
+_HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 class ConfigError(RuntimeError):
@@ -47,6 +49,7 @@ class IdpSettings:
     okta_sp_cert_pem: str
     require_signed_requests: bool = True
     clock_skew_seconds: int = 120
+    key_refresh_seconds: int = 60  # how soon a rotated signing key (devicegate rotate idp-key) is used
     sign_response: bool = True
     name_id_from_device_user: bool = False
     fail_mode: str = "closed"
@@ -58,6 +61,7 @@ class IdpSettings:
     my_device_url: str | None = None
     serial_header: str = "x-amzn-mtls-clientcert-serial-number"
     serial_format: str = "hex"
+    leaf_header: str = "x-amzn-mtls-clientcert-leaf"
 
 
 def _required(env, key: str, fix: str) -> str:
@@ -155,6 +159,7 @@ def idp_from_env(env=None) -> IdpSettings:
         ),
         require_signed_requests=_bool(env, "DEVICEGATE_REQUIRE_SIGNED_REQUESTS", True),
         clock_skew_seconds=_int(env, "DEVICEGATE_CLOCK_SKEW_SECONDS", 120, 0, 600),
+        key_refresh_seconds=_int(env, "DEVICEGATE_KEY_REFRESH_SECONDS", 60, 1, 3600),
         sign_response=_bool(env, "DEVICEGATE_SIGN_RESPONSE", True),
         name_id_from_device_user=_bool(env, "DEVICEGATE_NAMEID_FROM_DEVICE_USER", False),
         fail_mode=_choice(env, "DEVICEGATE_FAIL_MODE", "closed", ("closed", "open")),
@@ -164,9 +169,24 @@ def idp_from_env(env=None) -> IdpSettings:
         allow_bypass=_bool(env, "DEVICEGATE_ALLOW_BYPASS", False),
         bypass_window_seconds=_int(env, "DEVICEGATE_BYPASS_WINDOW_SECONDS", 86400, 60, 30 * 86400),
         my_device_url=my_device,
-        serial_header=(env.get("DEVICEGATE_SERIAL_HEADER") or "x-amzn-mtls-clientcert-serial-number").strip().lower(),
-        serial_format=_choice(env, "DEVICEGATE_SERIAL_FORMAT", "hex", ("hex", "decimal")),
+        **cert_headers_from_env(env),
     )
+
+
+def cert_headers_from_env(env=None) -> dict[str, str]:
+    """Where the TLS terminator puts the verified client certificate: ALB's headers unless a
+    self-hosted proxy is configured (``alb.client_cert``'s keyword arguments)."""
+    env = os.environ if env is None else env
+    names = {}
+    for key, field_name, default in (
+        ("DEVICEGATE_SERIAL_HEADER", "serial_header", "x-amzn-mtls-clientcert-serial-number"),
+        ("DEVICEGATE_LEAF_HEADER", "leaf_header", "x-amzn-mtls-clientcert-leaf"),
+    ):
+        name = (env.get(key) or default).strip().lower()
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(key, f"{name!r} is not an HTTP header name", "use a header name such as x-ssl-client-serial")
+        names[field_name] = name
+    return {**names, "serial_format": _choice(env, "DEVICEGATE_SERIAL_FORMAT", "hex", ("hex", "decimal"))}
 
 
 @dataclass(frozen=True)
@@ -182,6 +202,7 @@ class FleetSettings:
     sync_concurrency: int = 8
     max_data_age_seconds: int = 7200
     max_delete_fraction: float = 0.1
+    superseded_grace_hours: float = 24.0  # older certificates of a host live this long after a newer one is used
 
     @property
     def enabled(self) -> bool:
@@ -219,6 +240,7 @@ def fleet_from_env(env=None) -> FleetSettings:
         sync_concurrency=_int(env, "DEVICEGATE_SYNC_CONCURRENCY", 8, 1, 64),
         max_data_age_seconds=_int(env, "DEVICEGATE_MAX_DATA_AGE_SECONDS", 7200, 60, 30 * 86400),
         max_delete_fraction=_int(env, "DEVICEGATE_SYNC_MAX_DELETE_PERCENT", 10, 0, 100) / 100,
+        superseded_grace_hours=_int(env, "DEVICEGATE_SUPERSEDED_GRACE_HOURS", 24, 0, 24 * 90),
     )
 
 
@@ -294,21 +316,32 @@ class SigningKey:
     certificate_pem: str
     private_key: rsa.RSAPrivateKey
     next_certificate_pem: str | None = None  # published in metadata during a rotation
+    previous_certificate_pem: str | None = None  # still published for a while after one
+
+    def metadata_certificates(self) -> list[str]:
+        """Current first, then next and previous (a verifier may hold either during a rollover)."""
+        return [self.certificate_pem] + [p for p in (self.next_certificate_pem, self.previous_certificate_pem) if p]
 
 
 def parse_idp_secret(secret_id: str, text: str) -> SigningKey:
-    """The IdP key secret is JSON: {"certificate": PEM, "private_key": PEM, "next_certificate": PEM?}."""
+    """The IdP key secret is JSON: {"certificate": PEM, "private_key": PEM, "next_certificate": PEM?,
+    "previous_certificate": PEM?}. Next and previous are published in the metadata during a
+    rollover (devicegate rotate idp-key); only "private_key" signs."""
     ca = parse_ca_secret(secret_id, text, what="IdP signing key")
-    next_pem = json.loads(text).get("next_certificate") or None
-    if next_pem is not None:
-        try:
-            x509.load_pem_x509_certificate(next_pem.encode())
-        except ValueError:
-            raise ConfigError(secret_id, "next_certificate is not a PEM certificate", "store a PEM or remove it") from None
+    data = json.loads(text)
+    extra = {}
+    for name in ("next_certificate", "previous_certificate"):
+        pem = data.get(name) or None
+        if pem is not None:
+            try:
+                x509.load_pem_x509_certificate(pem.encode())
+            except (ValueError, AttributeError):
+                raise ConfigError(secret_id, f"{name} is not a PEM certificate", "store a PEM or remove it") from None
+        extra[f"{name}_pem"] = pem
     return SigningKey(
         certificate_pem=ca.certificate.public_bytes(serialization.Encoding.PEM).decode(),
         private_key=ca.private_key,
-        next_certificate_pem=next_pem,
+        **extra,
     )
 
 

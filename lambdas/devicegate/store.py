@@ -52,6 +52,7 @@ class CertificateRecord:
     renewed_from: int | None = None
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
+    first_used_at: datetime | None = None  # first login with it (starts the grace of older ones)
 
     def is_active(self, now: datetime) -> bool:
         return self.status == "active" and self.not_before <= now < self.not_after
@@ -73,10 +74,12 @@ def _client(endpoint: str | None):
     import boto3
     from botocore.config import Config
 
+    # Bounded well inside the 30 s Lambda timeout: 3 attempts in all (botocore's "max_attempts"
+    # counts retries, so it meant 4: up to 27 s for one call), at most 3 x (2 + 3) s + 3 s backoff.
     config = Config(
         connect_timeout=2,
         read_timeout=3,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "total_max_attempts": 3},
     )
     return boto3.client("dynamodb", endpoint_url=endpoint, config=config)
 
@@ -355,15 +358,35 @@ class Store:
             return False
         return True
 
+    def mark_first_use(self, serial: int, now: datetime) -> None:
+        """Record the first login with a certificate (once: later calls change nothing)."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key={"pk": {"S": f"CERT#{serial_key(serial)}"}, "sk": {"S": "CERT"}},
+                UpdateExpression="SET first_used_at = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(first_used_at)",
+                ExpressionAttributeValues={":now": _ts(now)},
+            )
+        except AlreadyRecorded:
+            pass
+
     def revoked_certificates(self) -> list[CertificateRecord]:
         """Every revoked certificate (a scan: run by the daily CRL job, never on a login)."""
+        return self.all_certificates(status="revoked")
+
+    def all_certificates(self, status: str | None = None) -> list[CertificateRecord]:
+        """Every certificate record, or those with ``status`` (a scan: jobs and the CLI only)."""
         out = []
         kwargs = {
             "TableName": self.table,
-            "FilterExpression": "sk = :cert AND #s = :revoked",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {":cert": {"S": "CERT"}, ":revoked": {"S": "revoked"}},
+            "FilterExpression": "sk = :cert" + (" AND #s = :status" if status else ""),
+            "ExpressionAttributeValues": {":cert": {"S": "CERT"}},
         }
+        if status:
+            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+            kwargs["ExpressionAttributeValues"][":status"] = {"S": status}
         while True:
             page = self._call("scan", **kwargs)
             out += [_certificate_from_item(item) for item in page.get("Items", [])]
@@ -467,6 +490,7 @@ def _certificate_from_item(item: dict) -> CertificateRecord:
         renewed_from=int(renewed, 16) if renewed else None,
         revoked_at=_parse_ts(item, "revoked_at"),
         revocation_reason=item.get("revocation_reason", {}).get("S"),
+        first_used_at=_parse_ts(item, "first_used_at"),
     )
 
 

@@ -10,13 +10,13 @@ its previous data (and ages toward the staleness rule).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from .. import telemetry
 from .decision import HostCompliance, PolicyResult
 from .enforcement import Enforcement
 from .fleet import FleetError
@@ -234,34 +234,50 @@ def _finish(report: SyncReport, store, started: float) -> SyncReport:
         store.put_sync_report(asdict(report))
     except Exception:  # noqa: BLE001 - the metrics line below still says what happened
         log.exception("recording the sync report failed")
-    log.info(json.dumps(_emf(report)))
+    telemetry.emit(_emf(report))
     return report
 
 
 def _emf(report: SyncReport) -> dict:
-    """CloudWatch embedded-metric-format line: the metrics the issue asks for, from the log."""
+    """The sync's record (standard output): an EMF line with the metrics of the run."""
     names = ("hosts_seen", "hosts_failing", "written", "deleted", "revoked", "duration_ms")
     metrics = {name: getattr(report, name) for name in names}
     metrics["errors"] = len(report.errors)
-    return {
-        "_aws": {
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [{
-                "Namespace": "devicegate",
-                "Dimensions": [["Function"]],
-                "Metrics": [{"Name": n, "Unit": "Milliseconds" if n == "duration_ms" else "Count"} for n in metrics],
-            }],
-        },
-        "Function": "sync",
-        "event": "sync",
-        "complete": report.complete,
-        "error_messages": report.errors[:10],
-        **metrics,
-    }
+    record = {"event": "sync", "complete": report.complete, "error_messages": report.errors[:10], **metrics}
+    return telemetry.emf(record, function="sync",
+                         metrics={n: "Milliseconds" if n == "duration_ms" else "Count" for n in metrics})
+
+
+def revoke_superseded(store, now: datetime, grace: timedelta) -> list[str]:
+    """Revoke a host's older certificates once a newer one has been in use for ``grace``.
+
+    A host renews (or re-enrolls) before its certificate expires; until its newest certificate
+    has signed in, the older one keeps working (the profile may not have reached every
+    browser). Returns the revoked serials (hex)."""
+    by_host: dict[str, list] = {}
+    for cert in store.all_certificates(status="active"):
+        by_host.setdefault(cert.host_uuid, []).append(cert)
+    revoked = []
+    for certs in by_host.values():
+        if len(certs) < 2:
+            continue
+        certs.sort(key=lambda c: (c.issued_at, c.serial))
+        used = [c for c in certs if c.first_used_at is not None and c.first_used_at <= now - grace]
+        if not used:
+            continue
+        newest_used = used[-1]
+        for cert in certs:
+            if cert.issued_at < newest_used.issued_at and store.revoke_certificate(cert.serial, "superseded", now):
+                revoked.append(format(cert.serial, "x"))
+    if revoked:
+        log.info("revoked %d superseded certificate(s): %s", len(revoked), ", ".join(revoked[:20]))
+    return revoked
 
 
 def lambda_handler(event, context):
-    """The scheduled sync Lambda (EventBridge): one run, its report as the result."""
+    """The scheduled sync Lambda (EventBridge): one run, its report as the result. Invoked with
+    ``{"host": "<UUID>"}`` (``devicegate sync now --host``) it refreshes that host only, as
+    "check again" does."""
     from .. import settings
     from ..store import Store
 
@@ -269,6 +285,10 @@ def lambda_handler(event, context):
     if not fleet.enabled:
         raise settings.ConfigError("DEVICEGATE_FLEET_URL", "is not set", "the sync needs the Fleet server's URL")
     secrets = settings.Secrets()
+    host_uuid = event.get("host") if isinstance(event, dict) else None
+    if host_uuid is not None:
+        return _refresh_one(settings.fleet_client(fleet, secrets), Store(settings.table_name()), fleet.enforcement(),
+                            str(host_uuid))
     report = sync_once(
         settings.fleet_client(fleet, secrets),
         Store(settings.table_name()),
@@ -277,4 +297,27 @@ def lambda_handler(event, context):
         refresh_after=timedelta(seconds=fleet.max_data_age_seconds / 4),
         max_delete_fraction=fleet.max_delete_fraction,
     )
-    return asdict(report)
+    result = asdict(report)
+    try:
+        result["superseded_revoked"] = revoke_superseded(
+            Store(settings.table_name()), datetime.now(timezone.utc), timedelta(hours=fleet.superseded_grace_hours))
+    except Exception as exc:  # noqa: BLE001 - the sync itself is done; the next run retries this
+        log.exception("revoking superseded certificates failed")
+        result["errors"] = [*result["errors"], f"revoking superseded certificates failed: {exc}"]
+    return result
+
+
+def _refresh_one(client, store, enforcement, host_uuid: str) -> dict:
+    import re
+
+    from .source import refresh_host
+
+    if not re.fullmatch(r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}", host_uuid):
+        raise ValueError(f"{host_uuid!r} is not a host UUID")
+    refreshed = refresh_host(client, store, enforcement, host_uuid.upper())
+    if refreshed is None:
+        return {"complete": False, "host_uuid": host_uuid.upper(), "errors": [f"Fleet has no host {host_uuid}"],
+                "results": {}, "enforced": []}
+    host, enforced = refreshed
+    return {"complete": True, "host_uuid": host.host_uuid, "errors": [],
+            "results": {r.name: r.result for r in host.results}, "enforced": sorted(enforced)}

@@ -1,8 +1,9 @@
 """The local stack's stand-in for Okta: it starts logins and receives Responses.
 
-* ``GET /okta/login?user=alice@example.com[&relay=...][&binding=post]`` builds a signed
-  AuthnRequest with the local SP key (as Okta would, Subject included) and sends the browser
-  to the device host's SSO URL;
+* ``GET /okta/login?user=alice@example.com[&relay=...][&binding=post][&clock_offset=S]`` builds a
+  signed AuthnRequest with the local SP key (as Okta would, Subject included) and sends the
+  browser to the device host's SSO URL; ``clock_offset`` (seconds, -3600..3600) dates its
+  IssueInstant as an Okta whose clock is that far ahead (or, negative, behind) would;
 * ``POST /okta/sso/saml2`` (the ACS URL in endpoints.json) verifies the Response with the IdP
   certificate (never a key from the message), checks Destination, audience, InResponseTo
   and times, and shows what it accepted.
@@ -19,6 +20,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 from cryptography import x509
@@ -35,6 +37,25 @@ SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 POST_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+MAX_CLOCK_OFFSET = 3600  # seconds: a skewed "Okta" clock, for clock-skew tests
+TRUST_FILE = "okta/idp-trust.pem"
+
+
+def trusted_idp_certs(state_dir: Path, default_pem: str) -> list[str]:
+    """The certificate the local Okta verifies with (a list, as Okta's API returns keys)."""
+    try:
+        return [(Path(state_dir) / TRUST_FILE).read_text()]
+    except OSError:
+        return [default_pem]
+
+
+def set_trusted_idp_cert(state_dir: Path, cert_pem: str) -> None:
+    from . import pki
+
+    x509.load_pem_x509_certificate(cert_pem.encode())  # refuse anything else
+    path = Path(state_dir) / TRUST_FILE
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    pki.write_private(path, cert_pem)
 
 
 def _instant(moment: datetime) -> str:
@@ -101,6 +122,23 @@ class LocalOkta:
     sp_cert_pem: str
     outstanding: dict = field(default_factory=dict)  # request ID -> issued at
     lock: threading.Lock = field(default_factory=threading.Lock)
+    state_dir: Path | None = None  # where `devicegate rotate idp-key` changes which certificate is trusted
+    _trust_cache: tuple | None = None
+
+    def trusted_cert(self) -> x509.Certificate:
+        """Like Okta's IdP setting, exactly one certificate verifies Responses: the one
+        `rotate idp-key` set (``<state>/okta/idp-trust.pem``), else the IdP's first one."""
+        if self.state_dir is not None:
+            path = Path(self.state_dir) / TRUST_FILE
+            try:
+                stamp = path.stat().st_mtime_ns
+                cached = self._trust_cache
+                if cached is None or cached[0] != stamp:
+                    self._trust_cache = cached = (stamp, x509.load_pem_x509_certificate(path.read_bytes()))
+                return cached[1]
+            except (OSError, ValueError):
+                pass
+        return self.idp_cert
 
     # -------------------------------------------------------------- handlers (ALB events)
 
@@ -109,8 +147,15 @@ class LocalOkta:
         now = datetime.now(timezone.utc)
         request_id = "id" + secrets.token_hex(16)
         user = request.query_value("user") or None
+        try:
+            offset = float(request.query_value("clock_offset") or 0)
+        except ValueError:
+            offset = float("nan")
+        if not -MAX_CLOCK_OFFSET <= offset <= MAX_CLOCK_OFFSET:
+            return _page(400, "Okta (local) refused the login", [("Reason", "clock_offset is -3600..3600 seconds")]
+                         ).to_event(request.multi_value)
         xml = authn_request_xml(request_id=request_id, audience=self.audience, sso_url=self.sso_url,
-                                acs_url=self.acs_url, user=user, now=now)
+                                acs_url=self.acs_url, user=user, now=now + timedelta(seconds=offset))
         with self.lock:
             self.outstanding[request_id] = now
         relay = request.query_value("relay")
@@ -154,7 +199,7 @@ class LocalOkta:
         if len(assertions) != 1:
             raise ValueError("expected exactly one Assertion")
         config = SignatureConfiguration(location="./", expect_references=1, ignore_ambiguous_key_info=True)
-        signed = XMLVerifier().verify(assertions[0], x509_cert=self.idp_cert, expect_config=config).signed_xml
+        signed = XMLVerifier().verify(assertions[0], x509_cert=self.trusted_cert(), expect_config=config).signed_xml
         # Read only what was signed.
         if signed.find(f"{{{SAML}}}Issuer").text != self.idp_entity_id:
             raise ValueError("the Assertion's Issuer is not the IdP")

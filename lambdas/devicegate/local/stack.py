@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import routes as routes_mod
+from .. import telemetry
 from ..store import create_table
 from . import dynamo, pki
 from .gateway import Gateway, Route
@@ -44,6 +45,8 @@ OKTA_AUDIENCE = "https://okta.devicegate.test/saml2/service-provider/spdevicegat
 OKTA_ACS_PATH = "/okta/sso/saml2"
 OKTA_LOGIN_PATH = "/okta/login"
 HOST = "127.0.0.1"
+ROTATED_IDP_SECRET = "idp/signing-key.json"
+AUDIT_LOG = "audit.jsonl"  # every decision and sync record, one JSON line each
 
 
 @dataclass
@@ -82,6 +85,10 @@ def prepare_material(state: Path) -> Material:
     webhook_path = state / "fleet" / "webhook_secret"
     if not webhook_path.exists():
         pki.write_private(webhook_path, secrets.token_urlsafe(32) + "\n")
+    idp_secret = json.dumps({"certificate": pki.pem_cert(idp_cert), "private_key": pki.pem_key(idp_key)})
+    rotated = state / ROTATED_IDP_SECRET  # written by `devicegate rotate idp-key`: it wins from then on
+    if rotated.exists():
+        idp_secret = rotated.read_text()
     return Material(
         scep_ca_pem=pki.pem_cert(scep_ca),
         scep_ca_path=state / "ca" / "scep-ca.pem",
@@ -89,8 +96,8 @@ def prepare_material(state: Path) -> Material:
         tls_ca_pem=pki.pem_cert(tls_ca),
         tls_cert_path=state / "tls" / "server.pem",
         tls_key_path=state / "tls" / "server.key",
-        idp_cert_pem=pki.pem_cert(idp_cert),
-        idp_secret=json.dumps({"certificate": pki.pem_cert(idp_cert), "private_key": pki.pem_key(idp_key)}),
+        idp_cert_pem=json.loads(idp_secret)["certificate"],
+        idp_secret=idp_secret,
         sp_cert_pem=pki.pem_cert(sp_cert),
         sp_key_pem=pki.pem_key(sp_key),
         challenge=challenge_path.read_text().strip(),
@@ -130,6 +137,8 @@ def handler_environment(endpoint: str, *, public_url: str, device_url: str, sp_c
         "DEVICEGATE_FLEET_CA_BUNDLE": fleet_ca_bundle or "",
         "DEVICEGATE_FLEET_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "DEVICEGATE_REQUIRE_KNOWN_HOST": "true",
+        # a rotated IdP key is picked up within two seconds (60 by default in AWS)
+        "DEVICEGATE_KEY_REFRESH_SECONDS": "2",
     }
 
 
@@ -212,8 +221,9 @@ class _LateOkta:
 class SyncLoop:
     """The scheduled sync, locally: the sync Lambda's handler every ``interval`` seconds."""
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, state: Path | None = None):
         self.interval = interval
+        self.state = state  # when set, a run that revoked certificates republishes the CRL
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="devicegate-sync", daemon=True)
 
@@ -225,6 +235,8 @@ class SyncLoop:
                 report = sync.lambda_handler({"source": "local-schedule"}, None)
                 if report["errors"]:
                     log.warning("sync finished with errors: %s", report["errors"][:3])
+                if self.state is not None and (report.get("revoked") or report.get("superseded_revoked")):
+                    publish_from_store(self.state)  # the crl Lambda's schedule in AWS; here at once
             except Exception:  # noqa: BLE001 - the loop outlives a bad run, like the schedule does
                 log.exception("sync failed")
             self.stopping.wait(self.interval)
@@ -309,8 +321,10 @@ class CrlWatch:
 class LocalStack:
     def __init__(self, state_dir: Path, *, public_port: int = 0, device_port: int = 0,
                  fleet_url: str | None = None, fleet_token_file: Path | None = None, sync_interval: float = 60.0,
-                 fleet_ca_bundle: Path | None = None):
+                 fleet_ca_bundle: Path | None = None, aws_fault_proxy: bool = False):
         self.state = Path(state_dir).resolve()
+        self.aws_fault_proxy = aws_fault_proxy
+        self.fault_proxy = None
         self.public_port = public_port
         self.device_port = device_port
         self.fleet_url = fleet_url.rstrip("/") if fleet_url else None
@@ -335,6 +349,12 @@ class LocalStack:
         try:
             fleet_url, fleet_token, fleet_ca, fleet_mode = self._fleet(material)
             self.moto = dynamo.MotoServer(log_path=self.state / "aws-requests.jsonl").start()
+            aws_endpoint = self.moto.endpoint
+            if self.aws_fault_proxy:  # failure tests: the handlers reach moto only through it
+                from .faultproxy import FaultProxy
+
+                self.fault_proxy = FaultProxy(self.moto.endpoint, host=HOST).start()
+                aws_endpoint = self.fault_proxy.url
             routes = [Route(r.listener, r.path, r.load_handler(), name=f"devicegate-{r.function}") for r in routes_mod.ROUTES]
             okta = _LateOkta()
             routes += [
@@ -357,11 +377,13 @@ class LocalStack:
             public = f"https://{HOST}:{self.gateway.public_port}"
             device = f"https://{HOST}:{self.gateway.device_port}"
             os.environ.update(
-                handler_environment(self.moto.endpoint, public_url=public, device_url=device,
+                handler_environment(aws_endpoint, public_url=public, device_url=device,
                                     sp_cert_pem=material.sp_cert_pem, fleet_url=fleet_url, fleet_ca_bundle=fleet_ca)
             )
             _ensure_aws_resources(self.moto.endpoint, material, fleet_token)
             _reset_handler_caches()
+            self.audit_sink = telemetry.FileSink(self.state / AUDIT_LOG)
+            telemetry.add_sink(self.audit_sink)  # decisions and sync records, read by `devicegate audit`
             publish_from_store(self.state)  # the CRL always comes from the table, never a stale file
             self.gateway.reload_device_trust()
             okta.target = LocalOkta(
@@ -372,6 +394,7 @@ class LocalStack:
                 idp_cert=x509.load_pem_x509_certificate(material.idp_cert_pem.encode()),
                 sp_key=serialization.load_pem_private_key(material.sp_key_pem.encode(), password=None),
                 sp_cert_pem=material.sp_cert_pem,
+                state_dir=self.state,
             )
         except BaseException:
             self.stop()
@@ -405,13 +428,16 @@ class LocalStack:
                 "sync_interval_seconds": self.sync_interval,
             },
             "state_dir": str(self.state),
+            "audit_log": str(self.state / AUDIT_LOG),
             "pid": os.getpid(),
             # the DEVICEGATE_* settings the handlers run with (ids and flags, no secret values)
             "settings": {k: v for k, v in sorted(os.environ.items())
                          if k.startswith("DEVICEGATE_") and k != "DEVICEGATE_OKTA_SP_CERT"},
             "fleet_check": _fleet_check(),
         }
-        self.sync_loop = SyncLoop(self.sync_interval).start()
+        if self.fault_proxy is not None:
+            self.endpoints["aws_fault_proxy"] = {"url": self.fault_proxy.url, "admin_url": self.fault_proxy.admin_url}
+        self.sync_loop = SyncLoop(self.sync_interval, self.state).start()
         self.crl_watch = CrlWatch(self.state / "ca" / "crl.pem", self.gateway).start()
         pki.write_private(self.endpoints_path, json.dumps(self.endpoints, indent=2) + "\n")  # atomic
         return self.endpoints
@@ -443,6 +469,9 @@ class LocalStack:
     def stop(self) -> None:
         if self.endpoints_path.exists():
             self.endpoints_path.unlink(missing_ok=True)
+        if getattr(self, "audit_sink", None) is not None:
+            telemetry.remove_sink(self.audit_sink)
+            self.audit_sink = None
         if self.sync_loop is not None:
             self.sync_loop.stop()
             self.sync_loop = None
@@ -452,6 +481,9 @@ class LocalStack:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
+        if self.fault_proxy is not None:
+            self.fault_proxy.stop()
+            self.fault_proxy = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None
@@ -461,13 +493,15 @@ class LocalStack:
 
 
 def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0, fleet_url: str | None = None,
-        fleet_token_file: Path | None = None, sync_interval: float = 60.0, fleet_ca_bundle: Path | None = None) -> int:
+        fleet_token_file: Path | None = None, sync_interval: float = 60.0, fleet_ca_bundle: Path | None = None,
+        aws_fault_proxy: bool = False) -> int:
     """Run in the foreground until SIGINT or SIGTERM."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stack = LocalStack(state_dir, public_port=public_port, device_port=device_port, fleet_url=fleet_url,
-                       fleet_token_file=fleet_token_file, sync_interval=sync_interval, fleet_ca_bundle=fleet_ca_bundle)
+                       fleet_token_file=fleet_token_file, sync_interval=sync_interval, fleet_ca_bundle=fleet_ca_bundle,
+                       aws_fault_proxy=aws_fault_proxy)
     endpoints = stack.start()
     try:
         print(

@@ -218,28 +218,26 @@ def fleet_state(state_dir: Path) -> dict:
 
 
 def sync_now(state_dir: Path, host_uuid: str | None = None) -> dict:
-    """One sync (or one host's refresh, as "check again" does), run here with the Lambdas' own
-    code; returns once it is written."""
+    """One sync (or one host's refresh, as "check again" does), run here with the sync
+    Lambda's own handler; returns once it is written."""
     from .. import settings
     from ..compliance import sync
-    from ..compliance.source import refresh_host
-    from ..store import Store
     from .stack import tool_environment
 
     saved = dict(os.environ)
     os.environ.update(tool_environment(endpoints(state_dir)))
     settings.load_fleet.cache_clear()
     try:
-        if host_uuid is None:
-            return sync.lambda_handler({"source": "devicegate local sync"}, None)
-        fleet = settings.load_fleet()
-        client = settings.fleet_client(fleet, settings.Secrets())
-        refreshed = refresh_host(client, Store(settings.table_name()), fleet.enforcement(), host_uuid.upper())
-        if refreshed is None:
-            raise ToolError(f"Fleet has no host {host_uuid}")
-        host, enforced = refreshed
-        return {"complete": True, "host_uuid": host.host_uuid,
-                "results": {r.name: r.result for r in host.results}, "enforced": sorted(enforced)}
+        event = {"source": "devicegate local sync"} | ({"host": host_uuid} if host_uuid else {})
+        try:
+            result = sync.lambda_handler(event, None)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        if host_uuid is not None and not result["complete"]:
+            raise ToolError(result["errors"][0])
+        if result.get("superseded_revoked") or result.get("revoked"):
+            publish_crl(state_dir)  # what the local schedule does after revoking
+        return result
     finally:  # a library caller (a test) keeps its own environment
         os.environ.clear()
         os.environ.update(saved)
@@ -263,26 +261,13 @@ def revoke(state_dir: Path, *, serial: str | None = None, host_uuid: str | None 
            reason: str = "revoked by an administrator", publish: bool = True) -> dict:
     """Revoke one certificate, or every active one of a host: effective at once in the IdP; with
     ``publish`` the CRL is republished too, so the device listener refuses the handshake."""
-    from datetime import datetime, timezone
+    from .. import ops
 
-    if (serial is None) == (host_uuid is None):
-        raise ToolError("give a serial or --host, not both")
-    store = _store(state_dir)
-    now = datetime.now(timezone.utc)
-    if serial is not None:
-        try:
-            serials = [int(serial.replace(":", ""), 16)]
-        except ValueError:
-            raise ToolError(f"{serial!r} is not a hex serial") from None
-        if store.get_certificate(serials[0]) is None:
-            raise ToolError(f"no certificate with serial {serial}")
-    else:
-        serials = [c.serial for c in store.host_certificates(host_uuid.upper()) if c.status == "active"]
-    revoked = [format(s, "x") for s in serials if store.revoke_certificate(s, reason, now)]
-    result = {"revoked": revoked, "crl": None}
-    if publish:
-        result["crl"] = publish_crl(state_dir)
-    return result
+    try:
+        revoked = ops.revoke(_store(state_dir), serial=serial, host_uuid=host_uuid, reason=reason)
+    except ops.OpsError as exc:
+        raise ToolError(str(exc)) from None
+    return {"revoked": revoked, "crl": publish_crl(state_dir) if publish else None}
 
 
 def publish_crl(state_dir: Path) -> dict:

@@ -9,18 +9,19 @@ storage is unreachable the answer is a 503 page (fail closed).
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import alb, settings
+from .. import alb, settings, telemetry
 from ..compliance import decision as decision_mod
 from ..compliance.source import ComplianceSource, FleetSource, StoreSource
 from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
@@ -51,18 +52,18 @@ _state: dict = {}
 
 def _idp() -> Idp:
     with _lock:
+        if "idp" in _state and time.monotonic() - _state["key_checked"] > _state["key_refresh"]:
+            _refresh_signing_key(_state["idp"])
         if "idp" not in _state:
             config = settings.load_idp()
             secrets_client = settings.Secrets()
             ca = settings.parse_ca_secret(config.ca_secret_id, secrets_client.get(config.ca_secret_id, ttl=float("inf")))
-            key = settings.parse_idp_secret(
-                config.idp_key_secret_id, secrets_client.get(config.idp_key_secret_id, ttl=float("inf"))
-            )
+            key_text = secrets_client.get(config.idp_key_secret_id, ttl=0)
+            key = settings.parse_idp_secret(config.idp_key_secret_id, key_text)
             store = Store(config.table)
             fleet = settings.load_fleet()
             client = settings.fleet_client(fleet, secrets_client, interactive=True)
             source = FleetSource(store, client, fleet.enforcement()) if client else StoreSource(store)
-            certs = [key.certificate_pem] + ([key.next_certificate_pem] if key.next_certificate_pem else [])
             _state["idp"] = Idp(
                 config=config,
                 expect=authn_request.Expectations(
@@ -74,7 +75,8 @@ def _idp() -> Idp:
                     clock_skew=timedelta(seconds=config.clock_skew_seconds),
                 ),
                 signer=response.Signer(key=key.private_key, cert_pem=key.certificate_pem),
-                metadata_xml=metadata.build_metadata(entity_id=config.entity_id, sso_url=config.sso_url, signing_certs=certs),
+                metadata_xml=metadata.build_metadata(entity_id=config.entity_id, sso_url=config.sso_url,
+                                                     signing_certs=key.metadata_certificates()),
                 ca_cert=ca.certificate,
                 store=store,
                 source=source,
@@ -85,9 +87,31 @@ def _idp() -> Idp:
                     require_device_user=config.require_device_user,
                 ),
             )
+            _state["secrets"], _state["key_text"], _state["key_checked"] = secrets_client, key_text, time.monotonic()
+            _state["key_refresh"] = config.key_refresh_seconds
             if not config.require_signed_requests:
                 log.warning("DEVICEGATE_REQUIRE_SIGNED_REQUESTS is false: unsigned AuthnRequests are accepted")
         return _state["idp"]
+
+
+def _refresh_signing_key(idp: Idp) -> None:
+    """Re-read the signing-key secret; when it changed, sign and publish with the new value."""
+    _state["key_checked"] = time.monotonic()
+    secret_id = idp.config.idp_key_secret_id
+    try:
+        text = _state["secrets"].get(secret_id, ttl=0)
+        if text == _state["key_text"]:
+            return
+        key = settings.parse_idp_secret(secret_id, text)
+    except Exception as exc:  # noqa: BLE001 - keep signing with the key we have; say why
+        log.error("re-reading the IdP signing key failed, keeping the current one: %s", exc)
+        return
+    idp.signer = response.Signer(key=key.private_key, cert_pem=key.certificate_pem)
+    idp.metadata_xml = metadata.build_metadata(entity_id=idp.config.entity_id, sso_url=idp.config.sso_url,
+                                               signing_certs=key.metadata_certificates())
+    _state["key_text"] = text
+    log.warning("the IdP signing key changed: now signing with the certificate %s",
+                x509.load_pem_x509_certificate(key.certificate_pem.encode()).fingerprint(hashes.SHA256()).hex())
 
 
 def reset() -> None:
@@ -132,30 +156,40 @@ def handle(request: alb.Request) -> alb.Response:
 # ------------------------------------------------------------------------------ device identity
 
 
-def _device(idp: Idp, request: alb.Request, now: datetime) -> CertificateRecord | alb.Response:
-    """The certificate record behind the verified client certificate, or the page to show."""
+class _DeviceRefused(Exception):
+    def __init__(self, page: alb.Response, reason: str, record: CertificateRecord | None = None):
+        super().__init__(reason)
+        self.page, self.reason, self.record = page, reason, record
+
+
+def _device(idp: Idp, request: alb.Request, now: datetime) -> CertificateRecord:
+    """The certificate record behind the verified client certificate; _DeviceRefused (with
+    the page to show and the reason for the audit record) otherwise."""
     try:
-        presented = alb.client_cert(request, serial_header=idp.config.serial_header, serial_format=idp.config.serial_format)
+        presented = alb.client_cert(request, serial_header=idp.config.serial_header, serial_format=idp.config.serial_format,
+                                    leaf_header=idp.config.leaf_header)
     except alb.MtlsHeaderError as exc:
         log.warning("unusable client certificate headers: %s", exc)
-        return pages.bad_request("the device certificate information from the load balancer is unusable")
+        raise _DeviceRefused(pages.bad_request("the device certificate information from the load balancer is unusable"),
+                             f"unusable certificate headers: {exc}") from None
     if presented is None:
-        return pages.no_certificate()
+        raise _DeviceRefused(pages.no_certificate(), "no client certificate")
     record = idp.store.get_certificate(presented.serial)
     if record is None:
-        return pages.unknown_certificate()
+        raise _DeviceRefused(pages.unknown_certificate(), f"unknown certificate serial {presented.serial_hex}")
     if presented.leaf is not None:
         leaf = presented.leaf
         if leaf.public_bytes(Encoding.DER) != record.der or leaf.issuer != idp.ca_cert.subject:
-            return pages.unknown_certificate()
+            raise _DeviceRefused(pages.unknown_certificate(), "the presented certificate differs from the issued one")
         try:  # the load balancer verified the chain already; this costs one RSA verify
             leaf.verify_directly_issued_by(idp.ca_cert)
         except Exception:
-            return pages.unknown_certificate()
+            raise _DeviceRefused(pages.unknown_certificate(), "the certificate is not signed by the CA") from None
     if record.status != "active":
-        return pages.revoked_certificate()
+        raise _DeviceRefused(pages.revoked_certificate(),
+                             f"certificate revoked: {record.revocation_reason or 'no reason recorded'}", record)
     if not record.not_before <= now < record.not_after:
-        return pages.expired_certificate()
+        raise _DeviceRefused(pages.expired_certificate(), "certificate outside its validity period", record)
     return record
 
 
@@ -174,19 +208,26 @@ def _sso(idp: Idp, request: alb.Request) -> alb.Response:
         else:
             return pages.bad_request("sign-in requests use GET or POST")
     except authn_request.RequestRefused as exc:
-        log.info(json.dumps({"event": "sso_refused", "reason": exc.reason}))
+        _audit(request, "sso", None, None, "request_refused", 400, reason=exc.reason)
         return pages.bad_request(exc.reason)
 
-    device = _device(idp, request, now)
-    if isinstance(device, alb.Response):
-        _audit("sso", authn, None, "refused", device.status)
-        return device
+    try:
+        device = _device(idp, request, now)
+    except _DeviceRefused as refused:
+        _audit(request, "sso", authn, refused.record, "device_refused", refused.page.status, reason=refused.reason)
+        return refused.page
+
+    if device.first_used_at is None:  # once per certificate: starts the grace of the host's older ones
+        try:
+            idp.store.mark_first_use(device.serial, now)
+        except StoreUnavailable as exc:
+            log.warning("recording the first use of %x failed: %s", device.serial, exc)
 
     # A request ID is answered once; keep it past the skew window so a replay is always seen.
     try:
         idp.store.remember_request(authn.issuer, authn.id, now + 2 * idp.expect.clock_skew + timedelta(minutes=5))
     except AlreadyRecorded:
-        _audit("sso", authn, device, "replay", 400)
+        _audit(request, "sso", authn, device, "replay", 400, reason="the request ID was already answered")
         return pages.bad_request("this sign-in request was already used; start again from Okta")
 
     pending = {
@@ -197,10 +238,10 @@ def _sso(idp: Idp, request: alb.Request) -> alb.Response:
         "serial": format(device.serial, "x"),
         "host_uuid": device.host_uuid,
     }
-    return _answer(idp, pending, device, now, action="login")
+    return _answer(idp, request, pending, device, now, action="login")
 
 
-def _answer(idp: Idp, pending: dict, device: CertificateRecord, now: datetime, *, action: str,
+def _answer(idp: Idp, request: alb.Request, pending: dict, device: CertificateRecord, now: datetime, *, action: str,
             token: str | None = None, bypass: bool = False) -> alb.Response:
     compliance = idp.source.host(device.host_uuid, refresh=action != "login")
     host, enforced = compliance if compliance else (None, frozenset())
@@ -211,10 +252,10 @@ def _answer(idp: Idp, pending: dict, device: CertificateRecord, now: datetime, *
             name_id = users[0]
             name_id_format = EMAIL_FORMAT if "@" in name_id else None
         else:
-            return pages.bad_request(
-                "Okta's request did not say who is signing in, and this IdP does not guess. "
-                "Ask IT to check the Okta IdP settings."
-            )
+            reason = ("Okta's request did not say who is signing in, and this IdP does not guess. "
+                      "Ask IT to check the Okta IdP settings.")
+            _audit(request, action, pending, device, "no_subject", 400, reason=reason)
+            return pages.bad_request(reason)
     verdict = decision_mod.decide(host, enforced=enforced, now=now, rules=idp.rules, okta_user=name_id,
                                   bypass_available=bypass)
     if verdict.allowed:
@@ -222,6 +263,7 @@ def _answer(idp: Idp, pending: dict, device: CertificateRecord, now: datetime, *
             try:
                 idp.store.finish_pending(token)
             except AlreadyRecorded:
+                _audit(request, action, pending, device, "replay", 400, reason="the sign-in was already completed")
                 return pages.bad_request("this sign-in was already completed; start again from Okta")
         xml = response.build_response(
             in_response_to=pending["request_id"],
@@ -234,7 +276,8 @@ def _answer(idp: Idp, pending: dict, device: CertificateRecord, now: datetime, *
             now=now,
             sign_response=idp.config.sign_response,
         )
-        _audit(action, pending, device, "allow" if not verdict.bypass_used else "allow_bypass", 200, verdict, name_id)
+        _audit(request, action, pending, device, "allow" if not verdict.bypass_used else "allow_bypass", 200, verdict,
+               name_id)
         return pages.auto_post(idp.expect.acs_url, base64.b64encode(xml).decode("ascii"), pending["relay_state"])
 
     if token is None:
@@ -243,7 +286,7 @@ def _answer(idp: Idp, pending: dict, device: CertificateRecord, now: datetime, *
     bypass_allowed = (
         idp.config.allow_bypass and verdict.bypass_possible and not idp.store.bypass_used(device.host_uuid, now)
     )
-    _audit(action, pending, device, verdict.outcome, 403, verdict, name_id)
+    _audit(request, action, pending, device, verdict.outcome, 403, verdict, name_id)
     return pages.block_page(
         decision=verdict,
         hostname=host.hostname if host else None,
@@ -280,13 +323,16 @@ def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
     if action not in ("recheck", "bypass") or not token or len(token) > 100:
         return pages.bad_request("the form is unusable")
 
-    device = _device(idp, request, now)
-    if isinstance(device, alb.Response):
-        return device
+    try:
+        device = _device(idp, request, now)
+    except _DeviceRefused as refused:
+        _audit(request, action, None, refused.record, "device_refused", refused.page.status, reason=refused.reason)
+        return refused.page
     pending = idp.store.get_pending(token, now)
     if pending is None:
         return pages.bad_request("this sign-in has expired; start again from Okta")
     if not secrets.compare_digest(pending["serial"], format(device.serial, "x")):
+        _audit(request, action, pending, device, "device_mismatch", 400, reason="the sign-in was started on another device")
         return pages.bad_request("this sign-in was started on another device")
 
     bypass = False
@@ -299,14 +345,16 @@ def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
         if verdict.allowed:
             bypass = False  # nothing to bypass any more
         elif not verdict.bypass_possible:
+            _audit(request, action, pending, device, "bypass_refused", 400, verdict)
             return pages.bad_request("a critical policy is failing; it cannot be bypassed")
         else:
             try:
                 idp.store.use_bypass(device.host_uuid, now, idp.config.bypass_window_seconds)
             except AlreadyRecorded:
+                _audit(request, action, pending, device, "bypass_refused", 400, reason="the bypass was already used")
                 return pages.bad_request("this device already used its bypass; fix the policies and check again")
             bypass = True
-    return _answer(idp, pending, device, now, action=action, token=token, bypass=bypass)
+    return _answer(idp, request, pending, device, now, action=action, token=token, bypass=bypass)
 
 
 def _is_form(request: alb.Request) -> bool:
@@ -321,21 +369,39 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _audit(action, request, device, outcome, status, verdict=None, user=None) -> None:
-    """One structured line per decision: who, device, certificate, policies, result, why."""
-    request_id = request.id if hasattr(request, "id") else request.get("request_id")
-    entry = {
+def _audit(request: alb.Request, action: str, subject, device, outcome: str, status: int, verdict=None,
+           user=None, reason: str | None = None) -> None:
+    """One structured record per decision — who, device, certificate, policies, result, why —
+    which is also an EMF metric (``Decisions`` per ``Outcome``) and what ``devicegate audit``
+    reads back. ``subject`` is the AuthnRequest or the pending login (or None)."""
+    if subject is None:
+        request_id = issuer = None
+    elif isinstance(subject, dict):
+        request_id, issuer = subject.get("request_id"), None
+        user = user or subject.get("name_id")
+    else:
+        request_id, issuer = subject.id, subject.issuer
+        user = user or subject.name_id
+    trace = request.header("x-amzn-trace-id")
+    record = {
         "event": "decision",
-        "correlation_id": str(uuid.uuid4()),
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        # the load balancer's trace id when there is one, so access log and decision line up
+        "correlation_id": trace[:200] if trace else str(uuid.uuid4()),
         "action": action,
         "request_id": request_id,
+        "issuer": issuer,
         "user": user,
         "host_uuid": device.host_uuid if device else None,
         "serial": format(device.serial, "x") if device else None,
-        "outcome": outcome,
+        "source_ip": request.source_ip,
+        "Outcome": outcome,
         "status": status,
+        "Decisions": 1,
     }
     if verdict is not None:
-        entry["failing"] = [p.name for p in verdict.failing]
-        entry["reasons"] = [r.code for r in verdict.reasons]
-    log.info(json.dumps(entry))
+        record["failing"] = [p.name for p in verdict.failing]
+        record["reasons"] = [{"code": r.code, "message": r.text} for r in verdict.reasons]
+    elif reason is not None:
+        record["reasons"] = [{"code": "refused", "message": reason}]
+    telemetry.emit(telemetry.emf(record, function="idp", metrics={"Decisions": "Count"}, dimensions=("Outcome",)))
