@@ -136,8 +136,16 @@ def _os_release() -> str:
 # ---------------------------------------------------------------------------- DynamoDB call counting
 
 
+def _conditional(operation_name: str, params: dict) -> bool:
+    return bool(params.get("ConditionExpression")) or (
+        operation_name == "TransactWriteItems"
+        and any("ConditionExpression" in next(iter(i.values()), {}) for i in params.get("TransactItems", []))
+    )
+
+
 class CallCounter:
-    """Counts every botocore API call made in this process (all clients), by service and operation."""
+    """Counts every AWS API call made in this process (all botocore clients and devicegate.awsjson's),
+    by service and operation."""
 
     READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
     WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
@@ -154,20 +162,29 @@ class CallCounter:
 
         def counting(client, operation_name, api_params):
             service = client.meta.service_model.service_name
-            conditional = bool(api_params.get("ConditionExpression")) or (
-                operation_name == "TransactWriteItems"
-                and any("ConditionExpression" in next(iter(i.values()), {}) for i in api_params.get("TransactItems", []))
-            )
-            counter.calls.append((service, operation_name, conditional))
+            counter.calls.append((service, operation_name, _conditional(operation_name, api_params)))
             return original(client, operation_name, api_params)
 
         BaseClient._make_api_call = counting
+
+        from devicegate import awsjson  # the Lambdas' own client: its single entry point too
+
+        self._original_light = original_light = awsjson.Client.call
+
+        def counting_light(client, operation_name, params):
+            counter.calls.append((client.service, operation_name, _conditional(operation_name, params)))
+            return original_light(client, operation_name, params)
+
+        awsjson.Client.call = counting_light
         return self
 
     def __exit__(self, *exc):
         from botocore.client import BaseClient
 
+        from devicegate import awsjson
+
         BaseClient._make_api_call = self._original
+        awsjson.Client.call = self._original_light
 
     def reset(self):
         self.calls.clear()

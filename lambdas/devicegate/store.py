@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -52,7 +53,8 @@ class CertificateRecord:
     renewed_from: int | None = None
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
-    first_used_at: datetime | None = None  # first login with it (starts the grace of older ones)
+    first_used_at: datetime | None = None  # first allowed login with it (starts the grace of older ones)
+    last_used_at: datetime | None = None  # an allowed login with it, recorded at most hourly
 
     def is_active(self, now: datetime) -> bool:
         return self.status == "active" and self.not_before <= now < self.not_after
@@ -71,17 +73,30 @@ def serial_key(serial: int) -> str:
 
 
 def _client(endpoint: str | None):
-    import boto3
-    from botocore.config import Config
+    from . import awsjson
 
-    # Bounded well inside the 30 s Lambda timeout: 3 attempts in all (botocore's "max_attempts"
-    # counts retries, so it meant 4: up to 27 s for one call), at most 3 x (2 + 3) s + 3 s backoff.
-    config = Config(
-        connect_timeout=2,
-        read_timeout=3,
-        retries={"mode": "standard", "total_max_attempts": 3},
-    )
-    return boto3.client("dynamodb", endpoint_url=endpoint, config=config)
+    # Bounded well inside the 30 s Lambda timeout: 3 attempts in all, at most
+    # 3 x (2 + 3) s + 3 s backoff. awsjson's own client when the environment has the
+    # credentials (as in Lambda), else boto3's with the same bounds.
+    return awsjson.client("dynamodb", endpoint, connect_timeout=2, read_timeout=3, max_attempts=3)
+
+
+def _failure(exc: Exception) -> tuple[str, list, bool]:
+    """(AWS error code, transaction cancellation reasons, whether it is a DynamoDB failure at
+    all) for an exception from either client: awsjson's, or boto3's (then botocore is loaded)."""
+    from . import awsjson
+
+    if isinstance(exc, awsjson.ServiceError):
+        return exc.code, exc.response.get("CancellationReasons", []), True
+    if isinstance(exc, awsjson.AwsError):
+        return "", [], True
+    botocore_exceptions = sys.modules.get("botocore.exceptions")
+    if botocore_exceptions is not None:
+        if isinstance(exc, botocore_exceptions.ClientError):
+            return (exc.response.get("Error", {}).get("Code", ""), exc.response.get("CancellationReasons", []), True)
+        if isinstance(exc, botocore_exceptions.BotoCoreError):
+            return "", [], True
+    return "", [], False
 
 
 def _ts(value: datetime) -> dict:
@@ -105,21 +120,19 @@ class Store:
     # -------------------------------------------------------------- low level
 
     def _call(self, operation: str, **kwargs):
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             return getattr(self._client, operation)(**kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+        except Exception as exc:  # noqa: BLE001 - sorted by _failure; anything else is re-raised
+            code, reasons, failed = _failure(exc)
+            if not failed:
+                raise
             if code in ("ConditionalCheckFailedException",):
                 raise AlreadyRecorded(str(exc)) from None
             if code == "TransactionCanceledException":
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                reasons = [r.get("Code") for r in reasons]
                 if "ConditionalCheckFailed" in reasons:
                     raise AlreadyRecorded(f"transaction cancelled: {reasons}") from None
             raise StoreUnavailable(f"DynamoDB {operation} failed: {code or exc}") from None
-        except BotoCoreError as exc:
-            raise StoreUnavailable(f"DynamoDB {operation} failed: {exc}") from None
 
     def _get(self, pk: str, sk: str) -> dict | None:
         response = self._call(
@@ -358,16 +371,20 @@ class Store:
             return False
         return True
 
-    def mark_first_use(self, serial: int, now: datetime) -> None:
-        """Record the first login with a certificate (once: later calls change nothing)."""
+    def mark_use(self, serial: int, now: datetime, seen: datetime | None) -> None:
+        """Record an allowed login with a certificate (and its first one). ``seen`` is the
+        last use the caller read: a concurrent login that recorded one first wins, quietly."""
+        condition = "attribute_exists(pk) AND " + (
+            "attribute_not_exists(last_used_at)" if seen is None else "last_used_at = :seen")
+        values = {":now": _ts(now)} | ({} if seen is None else {":seen": _ts(seen)})
         try:
             self._call(
                 "update_item",
                 TableName=self.table,
                 Key={"pk": {"S": f"CERT#{serial_key(serial)}"}, "sk": {"S": "CERT"}},
-                UpdateExpression="SET first_used_at = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(first_used_at)",
-                ExpressionAttributeValues={":now": _ts(now)},
+                UpdateExpression="SET last_used_at = :now, first_used_at = if_not_exists(first_used_at, :now)",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
             )
         except AlreadyRecorded:
             pass
@@ -491,6 +508,7 @@ def _certificate_from_item(item: dict) -> CertificateRecord:
         revoked_at=_parse_ts(item, "revoked_at"),
         revocation_reason=item.get("revocation_reason", {}).get("S"),
         first_used_at=_parse_ts(item, "first_used_at"),
+        last_used_at=_parse_ts(item, "last_used_at"),
     )
 
 
