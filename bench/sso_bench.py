@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from html import unescape
 from pathlib import Path
@@ -82,6 +83,29 @@ def _response_of(result) -> bytes:
     return base64.b64decode(unescape(value))
 
 
+@contextmanager
+def store_cpu():
+    """CPU time of this process spent inside Store._call (botocore's own work), so that the CPU
+    outside the store can be set against the floor, which is CPU time too."""
+    from devicegate import store as store_mod
+
+    inner = store_mod.Store._call
+    box = {"cpu": 0.0}
+
+    def timed_call(store, operation, **kwargs):
+        started = time.process_time()
+        try:
+            return inner(store, operation, **kwargs)
+        finally:
+            box["cpu"] += time.process_time() - started
+
+    store_mod.Store._call = timed_call
+    try:
+        yield box
+    finally:
+        store_mod.Store._call = inner
+
+
 def ours(world: common.World, cert, n: int, repeats: int) -> dict:
     from devicegate.saml import handler
 
@@ -89,21 +113,25 @@ def ours(world: common.World, cert, n: int, repeats: int) -> dict:
 
     handler.reset()
     handler.lambda_handler(sso_event(redirect_query(world)[1], cert), None)  # first request: init (cold start)
-    walls, cpus, store, excl = [], [], [], []
+    walls, cpus, store, excl, cpu_excl = [], [], [], [], []
     last = None
     for _ in range(repeats):
         events = [sso_event(redirect_query(world)[1], cert) for _ in range(n)]
         results = []
-        with StoreTimer() as st, common.timed() as t:
+        with StoreTimer() as st, store_cpu() as sc, common.timed() as t:
             for e in events:
                 results.append(handler.lambda_handler(e, None))
         walls.append(t["wall"] / n * 1000)
         cpus.append(t["cpu"] / n * 1000)
         store.append(st.seconds / n * 1000)
         excl.append((t["wall"] - st.seconds) / n * 1000)
+        cpu_excl.append((t["cpu"] - sc["cpu"]) / n * 1000)
         last = _response_of(results[-1])
     return {"wall_per_login": summary(walls), "cpu_per_login": summary(cpus),
             "store_wall_per_login": summary(store), "wall_excluding_store": summary(excl),
+            # same unit as the floor (CPU): wall outside the store also holds waits for the CPU
+            # while the moto process (same 2 cores) finishes its side of each call
+            "cpu_excluding_store": summary(cpu_excl),
             "signatures_in_response": count_signatures(last), "response_bytes": len(last)}
 
 

@@ -18,6 +18,7 @@ token and the My device URL are shown because the caller passes them for that pu
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import re
@@ -171,8 +172,14 @@ def _text(value: object) -> str:
     return html.escape(_clean(value), quote=True)
 
 
+_ATTR_SPECIAL = re.compile("[&<>\"'\r\n]")
+
+
 def _attr(value: object) -> str:
-    return html.escape(_clean(value), quote=True).replace("\r", "&#13;").replace("\n", "&#10;")
+    text = _clean(value)
+    if not _ATTR_SPECIAL.search(text):  # e.g. the base64 SAMLResponse: nothing to escape
+        return text
+    return html.escape(text, quote=True).replace("\r", "&#13;").replace("\n", "&#10;")
 
 
 def _paragraphs(text: str) -> str:
@@ -200,6 +207,7 @@ def _has_controls(url: str) -> bool:
     return any(ord(c) <= 0x20 or 0x7F <= ord(c) <= 0x9F for c in url)
 
 
+@functools.lru_cache(maxsize=64)  # a pure function of the URL; the ACS URL is the same every login
 def _csp_source(url: str) -> str:
     """The CSP source expression matching exactly this URL's origin and path.
 

@@ -1,37 +1,139 @@
 """The signed SAML Response the IdP sends to Okta's ACS.
 
 The Assertion is signed (RSA-SHA256, exclusive c14n, Signature right after Issuer), then the
-Response too when ``sign_response`` is set. The bytes produced by the last signature are the
-bytes sent: nothing re-serialises the document after signing.
+Response too when ``sign_response`` is set. One reference per signature, to the signed
+element's ID, with the enveloped-signature and exclusive-c14n transforms.
+
+We produce the whole document, so it is written directly in its exclusive-c14n form (XML
+Exclusive Canonicalization 1.0, no comments) rather than built as a tree, serialised and
+canonicalised again:
+
+* every element has a start and an end tag (no ``<a/>``);
+* each element declares exactly the namespace its own prefix needs, unless its parent
+  already declared it: exc-c14n renders only *visibly utilised* prefixes, and none of our
+  attributes is namespace-qualified, so ``saml:Issuer`` under ``samlp:Response`` re-declares
+  ``saml`` and ``samlp:Status`` declares nothing;
+* namespace declarations come before attributes, and attributes (all unqualified) are in
+  code-point order of their names;
+* text escapes ``& < >`` and CR; attribute values escape ``& < "``, TAB, LF and CR.
+
+That makes the sent document its own canonical form: the Assertion's bytes in it are exactly
+its exc-c14n as a subtree, the SignedInfo a verifier canonicalises is exactly the SignedInfo
+we signed, and the Response minus its Signature is what its digest covers. The digests and
+signatures are computed over those bytes; nothing re-serialises the document after signing.
+``tests/unit/test_saml_response.py`` checks byte for byte that lxml's exclusive c14n of the
+output is the output.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from lxml import etree
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS = "http://www.w3.org/2000/09/xmldsig#"
-NSMAP = {"samlp": SAMLP, "saml": SAML}
 BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 X509_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
 UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
 
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+
 NOT_BEFORE_SLACK = timedelta(seconds=60)
 VALIDITY = timedelta(minutes=5)
+
+XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+# Characters XML 1.0 cannot carry at all (not even as character references).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_TEXT_SPECIAL = re.compile("[&<>\r]")
+_ATTR_SPECIAL = re.compile('[&<"\t\n\r]')
+_TEXT_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#xD;"}
+_ATTR_ESCAPES = {"&": "&amp;", "<": "&lt;", '"': "&quot;", "\t": "&#x9;", "\n": "&#xA;", "\r": "&#xD;"}
+
+
+def _checked(value: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"XML values must be str, not {type(value).__name__}")
+    if _NOT_XML.search(value):
+        raise ValueError("All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control characters")
+    return value
+
+
+def _text(value: str) -> str:
+    """Character data as exc-c14n writes it."""
+    return _TEXT_SPECIAL.sub(lambda m: _TEXT_ESCAPES[m.group()], _checked(value))
+
+
+def _attrs(**values: str) -> str:
+    """Unqualified attributes as exc-c14n writes them: sorted by name, double-quoted."""
+    return "".join(f' {name}="{_attr_value(values[name])}"' for name in sorted(values))
+
+
+def _attr_value(value: str) -> str:
+    """An attribute value as exc-c14n writes it (between double quotes)."""
+    return _ATTR_SPECIAL.sub(lambda m: _ATTR_ESCAPES[m.group()], _checked(value))
+
+
+# The SignedInfo as a verifier canonicalises it (apex: it declares ds) and as it stands in the
+# document (inside ds:Signature, which declares ds). Only the reference and digest vary.
+_SIGNED_INFO_APEX = f'<ds:SignedInfo xmlns:ds="{DS}">'
+_SIGNED_INFO_INNER = "<ds:SignedInfo>"
+_SIGNED_INFO_BODY = (
+    f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"></ds:CanonicalizationMethod>'
+    f'<ds:SignatureMethod Algorithm="{RSA_SHA256}"></ds:SignatureMethod>'
+    '<ds:Reference URI="#{reference}"><ds:Transforms>'
+    f'<ds:Transform Algorithm="{ENVELOPED}"></ds:Transform>'
+    f'<ds:Transform Algorithm="{EXC_C14N}"></ds:Transform>'
+    f'</ds:Transforms><ds:DigestMethod Algorithm="{SHA256}"></ds:DigestMethod>'
+    "<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>"
+)
 
 
 @dataclass(frozen=True)
 class Signer:
-    """The IdP's signing key and certificate, loaded once per container."""
+    """The IdP's signing key and certificate, loaded once per container (the certificate's
+    KeyInfo is prepared once here, not per signature)."""
 
     key: object
     cert_pem: str
+    key_info: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        der = x509.load_pem_x509_certificate(self.cert_pem.encode("ascii")).public_bytes(Encoding.DER)
+        object.__setattr__(self, "key_info", (
+            "<ds:KeyInfo><ds:X509Data><ds:X509Certificate>"
+            f"{base64.b64encode(der).decode('ascii')}"
+            "</ds:X509Certificate></ds:X509Data></ds:KeyInfo>"))
+
+    def signature(self, reference_id: str, canonical: bytes) -> str:
+        """The ds:Signature element over ``canonical`` (the exc-c14n bytes of the element with
+        ID ``reference_id``, its Signature left out: the enveloped-signature transform)."""
+        if not isinstance(self.key, rsa.RSAPrivateKey):
+            raise TypeError("the IdP signing key must be an RSA key (the Response is signed with RSA-SHA256)")
+        body = _SIGNED_INFO_BODY.format(
+            reference=_attr_value(reference_id),
+            digest=base64.b64encode(hashlib.sha256(canonical).digest()).decode("ascii"),
+        )
+        value = self.key.sign((_SIGNED_INFO_APEX + body).encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
+        return (
+            f'<ds:Signature xmlns:ds="{DS}">{_SIGNED_INFO_INNER}{body}'
+            f"<ds:SignatureValue>{base64.b64encode(value).decode('ascii')}</ds:SignatureValue>"
+            f"{self.key_info}</ds:Signature>"
+        )
 
 
 def new_id() -> str:
@@ -58,64 +160,38 @@ def build_response(
 ) -> bytes:
     response_id, assertion_id = new_id(), new_id()
     issued = _instant(now)
-    response = etree.Element(
-        f"{{{SAMLP}}}Response",
-        nsmap=NSMAP,
-        ID=response_id,
-        Version="2.0",
-        IssueInstant=issued,
-        Destination=acs_url,
-        InResponseTo=in_response_to,
-    )
-    etree.SubElement(response, f"{{{SAML}}}Issuer").text = idp_entity_id
-    status = etree.SubElement(response, f"{{{SAMLP}}}Status")
-    etree.SubElement(status, f"{{{SAMLP}}}StatusCode", Value=SUCCESS)
+    not_after = _instant(now + VALIDITY)
+    issuer = f'<saml:Issuer xmlns:saml="{SAML}">{_text(idp_entity_id)}</saml:Issuer>'  # as a child of samlp
 
-    assertion = etree.SubElement(response, f"{{{SAML}}}Assertion", ID=assertion_id, Version="2.0", IssueInstant=issued)
-    etree.SubElement(assertion, f"{{{SAML}}}Issuer").text = idp_entity_id
-    etree.SubElement(assertion, f"{{{DS}}}Signature", nsmap={"ds": DS}, Id="placeholder")
-    subject = etree.SubElement(assertion, f"{{{SAML}}}Subject")
-    name = etree.SubElement(subject, f"{{{SAML}}}NameID", Format=name_id_format or UNSPECIFIED)
-    name.text = name_id
-    confirmation = etree.SubElement(subject, f"{{{SAML}}}SubjectConfirmation", Method=BEARER)
-    etree.SubElement(
-        confirmation,
-        f"{{{SAML}}}SubjectConfirmationData",
-        InResponseTo=in_response_to,
-        NotOnOrAfter=_instant(now + VALIDITY),
-        Recipient=acs_url,
+    # The Assertion: its own element declares saml, so its bytes here are its exc-c14n alone.
+    assertion_open = f'<saml:Assertion xmlns:saml="{SAML}"{_attrs(ID=assertion_id, Version="2.0", IssueInstant=issued)}>'
+    assertion_issuer = f"<saml:Issuer>{_text(idp_entity_id)}</saml:Issuer>"
+    assertion_rest = (
+        "<saml:Subject>"
+        f"<saml:NameID{_attrs(Format=name_id_format or UNSPECIFIED)}>{_text(name_id)}</saml:NameID>"
+        f"<saml:SubjectConfirmation{_attrs(Method=BEARER)}>"
+        f"<saml:SubjectConfirmationData{_attrs(InResponseTo=in_response_to, NotOnOrAfter=not_after, Recipient=acs_url)}>"
+        "</saml:SubjectConfirmationData></saml:SubjectConfirmation></saml:Subject>"
+        f"<saml:Conditions{_attrs(NotBefore=_instant(now - NOT_BEFORE_SLACK), NotOnOrAfter=not_after)}>"
+        f"<saml:AudienceRestriction><saml:Audience>{_text(audience)}</saml:Audience></saml:AudienceRestriction>"
+        "</saml:Conditions>"
+        f"<saml:AuthnStatement{_attrs(AuthnInstant=issued, SessionIndex=session_index or new_id())}>"
+        f"<saml:AuthnContext><saml:AuthnContextClassRef>{X509_CONTEXT}</saml:AuthnContextClassRef></saml:AuthnContext>"
+        "</saml:AuthnStatement></saml:Assertion>"
     )
-    conditions = etree.SubElement(
-        assertion, f"{{{SAML}}}Conditions", NotBefore=_instant(now - NOT_BEFORE_SLACK), NotOnOrAfter=_instant(now + VALIDITY)
-    )
-    restriction = etree.SubElement(conditions, f"{{{SAML}}}AudienceRestriction")
-    etree.SubElement(restriction, f"{{{SAML}}}Audience").text = audience
-    statement = etree.SubElement(
-        assertion,
-        f"{{{SAML}}}AuthnStatement",
-        AuthnInstant=issued,
-        SessionIndex=session_index or new_id(),
-    )
-    context = etree.SubElement(statement, f"{{{SAML}}}AuthnContext")
-    etree.SubElement(context, f"{{{SAML}}}AuthnContextClassRef").text = X509_CONTEXT
+    assertion_signature = signer.signature(
+        assertion_id, (assertion_open + assertion_issuer + assertion_rest).encode("utf-8"))
+    assertion = assertion_open + assertion_issuer + assertion_signature + assertion_rest
 
-    signed = _sign(response, assertion_id, signer)
+    response_open = f'<samlp:Response xmlns:samlp="{SAMLP}"' + _attrs(
+        ID=response_id, Version="2.0", IssueInstant=issued, Destination=acs_url, InResponseTo=in_response_to) + ">"
+    response_rest = (
+        f'<samlp:Status><samlp:StatusCode Value="{SUCCESS}"></samlp:StatusCode></samlp:Status>'
+        f"{assertion}</samlp:Response>"
+    )
     if sign_response:
-        issuer = signed.find(f"{{{SAML}}}Issuer")
-        issuer.addnext(etree.Element(f"{{{DS}}}Signature", nsmap={"ds": DS}, Id="placeholder"))
-        signed = _sign(signed, response_id, signer)
-    return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
-
-
-def _sign(root: etree._Element, reference_id: str, signer: Signer) -> etree._Element:
-    from signxml import XMLSigner
-    from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
-
-    xml_signer = XMLSigner(
-        signature_algorithm=SignatureMethod.RSA_SHA256,
-        digest_algorithm=DigestAlgorithm.SHA256,
-        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
-    )
-    # SAML names its namespace prefix "ds"; signxml's default is too, but say so.
-    xml_signer.namespaces = {"ds": DS}
-    return xml_signer.sign(root, key=signer.key, cert=signer.cert_pem, reference_uri=f"#{reference_id}")
+        response_signature = signer.signature(response_id, (response_open + issuer + response_rest).encode("utf-8"))
+        document = response_open + issuer + response_signature + response_rest
+    else:
+        document = response_open + issuer + response_rest
+    return XML_DECLARATION + document.encode("utf-8")
