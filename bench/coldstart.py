@@ -84,7 +84,8 @@ def _run(code: str, env: dict, *args) -> dict:
 def measure(repeats: int, names=None, world_env: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(common.LAMBDAS)
-    env["PYTHONDONTWRITEBYTECODE"] = "0"
+    # No PYTHONDONTWRITEBYTECODE at all: any non-empty value (even "0") stops Python writing .pyc
+    # files, and then a module edited since its last .pyc is compiled from source in every child.
     results = {}
     for short, module in HANDLERS.items():
         if names is not None and short not in names:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from . import alb, settings
-from .scep.authority import host_uuid_of
+from .scep.hostid import host_uuid_of  # not .scep.authority: that is the whole SCEP stack
 
 
 def lambda_handler(event, context):

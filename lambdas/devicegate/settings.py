@@ -13,10 +13,12 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, NamedTuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+if TYPE_CHECKING:  # imported where a certificate or key is parsed: the webhook, the sync and
+    # /healthz read settings but never parse one, and need not load cryptography at all
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 MAX_CERT_VALIDITY_DAYS = 398
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -112,6 +114,8 @@ def _https_url(env, key: str, fix: str) -> str:
 
 def _certificate_pem(env, key: str, fix: str) -> str:
     value = _required(env, key, fix)
+    from cryptography import x509
+
     try:
         x509.load_pem_x509_certificate(value.encode())
     except ValueError:
@@ -285,12 +289,9 @@ class Secrets:
 
     def _secrets_client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
+            from . import awsjson  # boto3 only where the environment has no credentials
 
-            self._client = boto3.client(
-                "secretsmanager", config=Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard"})
-            )
+            self._client = awsjson.client("secretsmanager", connect_timeout=2, read_timeout=3, max_attempts=3)
         return self._client
 
     def get(self, secret_id: str, ttl: float = 300.0) -> str:
@@ -305,14 +306,12 @@ class Secrets:
         return value
 
 
-@dataclass(frozen=True)
-class CertificateAuthority:
+class CertificateAuthority(NamedTuple):  # not a dataclass: a fifth of the import cost
     certificate: x509.Certificate
     private_key: rsa.RSAPrivateKey
 
 
-@dataclass(frozen=True)
-class SigningKey:
+class SigningKey(NamedTuple):  # not a dataclass: a fifth of the import cost
     certificate_pem: str
     private_key: rsa.RSAPrivateKey
     next_certificate_pem: str | None = None  # published in metadata during a rotation
@@ -327,6 +326,9 @@ def parse_idp_secret(secret_id: str, text: str) -> SigningKey:
     """The IdP key secret is JSON: {"certificate": PEM, "private_key": PEM, "next_certificate": PEM?,
     "previous_certificate": PEM?}. Next and previous are published in the metadata during a
     rollover (devicegate rotate idp-key); only "private_key" signs."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     ca = parse_ca_secret(secret_id, text, what="IdP signing key")
     data = json.loads(text)
     extra = {}
@@ -347,10 +349,20 @@ def parse_idp_secret(secret_id: str, text: str) -> SigningKey:
 
 def parse_ca_secret(secret_id: str, text: str, what: str = "CA") -> CertificateAuthority:
     """The CA secret is JSON: {"certificate": PEM, "private_key": PEM}."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         data = json.loads(text)
         cert = x509.load_pem_x509_certificate(data["certificate"].encode())
-        key = serialization.load_pem_private_key(data["private_key"].encode(), password=None)
+        # OpenSSL's RSA key check (primality of p and q: ~35 ms of a cold start for a 2048-bit
+        # key) is skipped, as cryptography allows for keys from a trusted source: the secret is
+        # written by our own tooling, and whoever can write it can replace the CA outright. The
+        # key must still match the certificate and sign (below), and OpenSSL still verifies
+        # every CRT result, so a damaged key cannot leak through a faulty signature.
+        key = serialization.load_pem_private_key(data["private_key"].encode(), password=None,
+                                                 unsafe_skip_rsa_key_validation=True)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
             secret_id,
@@ -359,6 +371,37 @@ def parse_ca_secret(secret_id: str, text: str, what: str = "CA") -> CertificateA
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(secret_id, f"the {what} key is not RSA", "use an RSA key (SCEP clients encrypt to the CA)")
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    if cert.public_key().public_numbers() != key.public_key().public_numbers() or not _signs(key, cert):
         raise ConfigError(secret_id, f"the {what} certificate and key do not match", "store the key of that certificate")
     return CertificateAuthority(certificate=cert, private_key=key)
+
+
+def _signs(key: rsa.RSAPrivateKey, cert: x509.Certificate) -> bool:
+    """One signature by the key verifies under the certificate (a fraction of a millisecond):
+    a key whose private half is damaged fails here, at start-up, not on a client."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    probe = b"devicegate key check"
+    try:
+        cert.public_key().verify(key.sign(probe, padding.PKCS1v15(), hashes.SHA256()), probe, padding.PKCS1v15(),
+                                 hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def parse_ca_certificate(secret_id: str, text: str) -> x509.Certificate:
+    """The certificate alone from the CA secret, for readers that only check chains (the IdP):
+    the private key stays unparsed."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(json.loads(text)["certificate"].encode())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            secret_id,
+            f"the CA secret is not JSON with a PEM 'certificate' ({type(exc).__name__})",
+            'store the CA as {"certificate": PEM, "private_key": PEM}',
+        ) from None

@@ -9,11 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from asn1crypto import csr as asn1_csr
 from cryptography import x509
@@ -25,14 +23,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import store as store_mod
 from . import protocol
+from .hostid import UUID_URI_PREFIX, canonical_uuid, host_uuid_of  # noqa: F401 - host_uuid_of: public here too
 from .protocol import FailInfo, MessageType, PkiStatus, Refusal
 
 log = logging.getLogger(__name__)
 
 MAX_VALIDITY_DAYS = 398
 BACKDATE = timedelta(minutes=5)  # tolerate clients whose clocks run a little behind
-UUID_URI_PREFIX = "urn:device:apple:uuid:"
-_UUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 _MIN_RSA_BITS, _MAX_RSA_BITS = 2048, 8192
 # Subject attributes copied from the CSR; everything else is dropped.
@@ -40,17 +37,12 @@ _SUBJECT_KEEP = (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZ
 _DIRECTORY_STRING_TYPES = ("printable_string", "utf8_string", "bmp_string")
 
 
-@dataclass(frozen=True)
-class CsrFacts:
+class CsrFacts(NamedTuple):
     csr: x509.CertificateSigningRequest
     der: bytes
     host_uuid: str | None  # canonical upper-case, from the SAN URI (or the CN when allowed)
     challenge: str | None
     subject: x509.Name
-
-
-def canonical_uuid(text: str) -> str | None:
-    return text.upper() if _UUID_RE.fullmatch(text) else None
 
 
 def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:
@@ -222,17 +214,6 @@ def build_certificate(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
     )
     return builder.sign(ca_key, hashes.SHA256())
-
-
-def host_uuid_of(cert: x509.Certificate) -> str | None:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
-        if uri.startswith(UUID_URI_PREFIX):
-            return canonical_uuid(uri[len(UUID_URI_PREFIX):])
-    return None
 
 
 class Authority:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
+from typing import NamedTuple  # immutable records, at a fifth of a frozen dataclass's import cost
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
@@ -83,8 +84,7 @@ class Refusal(Exception):
         self.reply_to: ReplyTo | None = None
 
 
-@dataclass(frozen=True)
-class ReplyTo:
+class ReplyTo(NamedTuple):
     """What every CertRep to a request must echo."""
 
     transaction_id: core.Asn1Value  # the attribute value as received, echoed byte-for-byte
@@ -115,8 +115,7 @@ _RSA_SIG_NAMES = {"rsassa_pkcs1v15", "sha256_rsa", "sha384_rsa", "sha512_rsa"}
 _EC_SIG_NAMES = {"ecdsa", "sha256_ecdsa", "sha384_ecdsa", "sha512_ecdsa"}
 
 
-@dataclass(frozen=True)
-class PkiMessage:
+class PkiMessage(NamedTuple):
     """A pkiMessage whose outer signature has been verified."""
 
     message_type: int
@@ -129,8 +128,7 @@ class PkiMessage:
         return spki_sha256(self.signer.public_key())
 
 
-@dataclass(frozen=True)
-class OpenedEnvelope:
+class OpenedEnvelope(NamedTuple):
     plaintext: bytes
     cipher_name: str
 
@@ -271,8 +269,9 @@ def _find_signer(sid, certs) -> asn1_x509.Certificate:
     if sid.name == "issuer_and_serial_number":
         want_issuer = sid.chosen["issuer"]
         want_serial = sid.chosen["serial_number"].native
+        want_der = want_issuer.dump()
         for cert in certs:
-            if cert.serial_number == want_serial and cert.issuer == want_issuer:
+            if cert.serial_number == want_serial and _same_name(cert.issuer, want_issuer, want_der):
                 return cert
     elif sid.name == "subject_key_identifier":
         want = sid.chosen.native
@@ -280,6 +279,12 @@ def _find_signer(sid, certs) -> asn1_x509.Certificate:
             if cert.key_identifier == want:
                 return cert
     raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the signer's certificate is not in the message")
+
+
+def _same_name(name: asn1_x509.Name, other: asn1_x509.Name, other_der: bytes) -> bool:
+    # The same octets are the same name; otherwise asn1crypto's comparison (RFC 5280 7.1
+    # string preparation), which is costly, decides.
+    return name.dump() == other_der or name == other
 
 
 def _verify_signer_info(signer_info, attrs, signer, digest_name, sig_name, content: bytes):
@@ -541,13 +546,11 @@ def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPri
 
 
 def _our_recipient(recipients, ca_cert: x509.Certificate):
-    ca_serial = ca_cert.serial_number
-    ca_issuer = asn1_x509.Name.load(ca_cert.issuer.public_bytes())
-    ca_ski = _ski(ca_cert)
+    ca_issuer, ca_issuer_der, ca_serial, ca_ski = _ca_identity(ca_cert)
     for recipient in recipients:
         rid = recipient["rid"]
         if rid.name == "issuer_and_serial_number":
-            if rid.chosen["serial_number"].native == ca_serial and rid.chosen["issuer"] == ca_issuer:
+            if rid.chosen["serial_number"].native == ca_serial and _same_name(rid.chosen["issuer"], ca_issuer, ca_issuer_der):
                 return recipient
         elif rid.name == "subject_key_identifier" and ca_ski is not None:
             if hmac.compare_digest(rid.chosen.native, ca_ski):
@@ -578,50 +581,31 @@ def seal_envelope(plaintext: bytes, recipient: x509.Certificate, cipher_name: st
     padded = padder.update(plaintext) + padder.finalize()
     encryptor = Cipher(factory(content_key), modes.CBC(iv)).encryptor()
     encrypted = encryptor.update(padded) + encryptor.finalize()
-    recipient_asn1 = asn1_x509.Certificate.load(recipient.public_bytes(Encoding.DER))
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [
-                cms.RecipientInfo(
-                    name="ktri",
-                    value=cms.KeyTransRecipientInfo(
-                        {
-                            "version": "v0",
-                            "rid": cms.RecipientIdentifier(
-                                name="issuer_and_serial_number",
-                                value=cms.IssuerAndSerialNumber(
-                                    {"issuer": recipient_asn1.issuer, "serial_number": recipient_asn1.serial_number}
-                                ),
-                            ),
-                            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-                            "encrypted_key": public_key.encrypt(content_key, asym_padding.PKCS1v15()),
-                        }
-                    ),
-                )
-            ],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": cipher_name, "parameters": core.OctetString(iv)},
-                "encrypted_content": encrypted,
-            },
-        }
+    ktri = _seq(  # KeyTransRecipientInfo v0, addressed by issuer and serial
+        _INTEGER_0,
+        _issuer_and_serial(recipient.public_bytes(Encoding.DER), recipient.serial_number),
+        _ALG_RSA_ENCRYPTION,
+        _tlv(0x04, public_key.encrypt(content_key, asym_padding.PKCS1v15())),
     )
-    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+    encrypted_content_info = _seq(
+        _OID_DATA,
+        _seq(_CIPHER_OIDS[cipher_name], _tlv(0x04, iv)),
+        _tlv(0x80, encrypted),  # [0] IMPLICIT OCTET STRING
+    )
+    enveloped = _seq(_INTEGER_0, _set_of([ktri]), encrypted_content_info)
+    return _seq(_OID_ENVELOPED_DATA, _tlv(0xA0, enveloped))
 
 
 def degenerate_certs_only(certificates: list[x509.Certificate]) -> bytes:
     """A certs-only SignedData (no signers, no content) holding exactly these certificates."""
-    signed = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [],
-            "encap_content_info": {"content_type": "data"},
-            "certificates": [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in certificates],
-            "signer_infos": [],
-        }
+    signed = _seq(
+        _INTEGER_1,
+        _EMPTY_SET,  # digestAlgorithms
+        _seq(_OID_DATA),  # encapContentInfo without content
+        _tlv(0xA0, b"".join(sorted(c.public_bytes(Encoding.DER) for c in certificates))),
+        _EMPTY_SET,  # signerInfos
     )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    return _seq(_OID_SIGNED_DATA, _tlv(0xA0, signed))
 
 
 # ---------------------------------------------------------------------------- replies
@@ -655,57 +639,144 @@ def build_cert_rep(
         content = b""
     digest_name = reply_to.digest_name
     attrs = [
-        _attr("content_type", "data"),
-        _attr("message_digest", hashlib.new(digest_name, content).digest()),
-        _scep_attr(OID_MESSAGE_TYPE, core.PrintableString(str(int(MessageType.CERT_REP)))),
-        _scep_attr(OID_PKI_STATUS, core.PrintableString(str(int(status)))),
-        _scep_attr(OID_SENDER_NONCE, core.OctetString(os.urandom(16))),
-        _scep_attr(OID_RECIPIENT_NONCE, core.OctetString(reply_to.sender_nonce)),
-        _scep_attr(OID_TRANSACTION_ID, reply_to.transaction_id),
+        _attribute(_OID_CONTENT_TYPE_ATTR, _OID_DATA),
+        _attribute(_OID_MESSAGE_DIGEST_ATTR, _tlv(0x04, hashlib.new(digest_name, content).digest())),
+        _attribute(_SCEP_OIDS[OID_MESSAGE_TYPE], _printable(str(int(MessageType.CERT_REP)))),
+        _attribute(_SCEP_OIDS[OID_PKI_STATUS], _printable(str(int(status)))),
+        _attribute(_SCEP_OIDS[OID_SENDER_NONCE], _tlv(0x04, os.urandom(16))),
+        _attribute(_SCEP_OIDS[OID_RECIPIENT_NONCE], _tlv(0x04, reply_to.sender_nonce)),
+        _attribute(_SCEP_OIDS[OID_TRANSACTION_ID], reply_to.transaction_id.dump()),  # as received
     ]
     if status is PkiStatus.FAILURE:
-        attrs.append(_scep_attr(OID_FAIL_INFO, core.PrintableString(str(int(FailInfo.BAD_REQUEST if fail_info is None else fail_info)))))
+        code = FailInfo.BAD_REQUEST if fail_info is None else fail_info
+        attrs.append(_attribute(_SCEP_OIDS[OID_FAIL_INFO], _printable(str(int(code)))))
         if fail_text:
-            attrs.append(_scep_attr(OID_FAIL_INFO_TEXT, core.UTF8String(fail_text[:MAX_FAIL_INFO_TEXT])))
+            text = fail_text[:MAX_FAIL_INFO_TEXT].encode("utf-8")
+            attrs.append(_attribute(_SCEP_OIDS[OID_FAIL_INFO_TEXT], _tlv(0x0C, text)))
     return _sign(attrs, content, digest_name, ca_cert, ca_key)
 
 
-def _sign(attrs, content, digest_name, signer_cert: x509.Certificate, signer_key, extra_certs=()) -> bytes:
-    signed_attrs = cms.CMSAttributes(attrs)
-    to_sign = _set_header(len(signed_attrs.contents)) + signed_attrs.contents
+def _sign(attrs: list[bytes], content, digest_name, signer_cert: x509.Certificate, signer_key, extra_certs=()) -> bytes:
+    """A SignedData over ``content`` with these signed attributes: encoded Attributes, or
+    asn1crypto CMSAttribute values (the tests build unusual ones that way)."""
+    signed_attrs = b"".join(sorted(a if isinstance(a, bytes) else a.dump() for a in attrs))  # SET OF, DER order
+    to_sign = _set_header(len(signed_attrs)) + signed_attrs
     hash_alg = _DIGESTS[digest_name]()
     if isinstance(signer_key, rsa.RSAPrivateKey):
         signature = signer_key.sign(to_sign, asym_padding.PKCS1v15(), hash_alg)
-        sig_alg = {"algorithm": "rsassa_pkcs1v15"}  # rsaEncryption, as clients expect
+        sig_alg = _ALG_RSA_ENCRYPTION  # rsaEncryption, as clients expect
     else:
         signature = signer_key.sign(to_sign, ec.ECDSA(hash_alg))
-        sig_alg = {"algorithm": f"{digest_name}_ecdsa"}
-    signer_asn1 = asn1_x509.Certificate.load(signer_cert.public_bytes(Encoding.DER))
-    encap = {"content_type": "data"}
-    if content is not None:
-        encap["content"] = content
-    signed = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [{"algorithm": digest_name}],
-            "encap_content_info": encap,
-            "certificates": [signer_asn1, *[asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in extra_certs]],
-            "signer_infos": [
-                {
-                    "version": "v1",
-                    "sid": cms.SignerIdentifier(
-                        name="issuer_and_serial_number",
-                        value={"issuer": signer_asn1.issuer, "serial_number": signer_asn1.serial_number},
-                    ),
-                    "digest_algorithm": {"algorithm": digest_name},
-                    "signed_attrs": signed_attrs,
-                    "signature_algorithm": sig_alg,
-                    "signature": signature,
-                }
-            ],
-        }
+        sig_alg = _ECDSA_ALGS[digest_name]
+    signer_der, signer_id = _signer_parts(signer_cert)
+    digest_alg = _DIGEST_ALGS[digest_name]
+    encap = _seq(_OID_DATA) if content is None else _seq(_OID_DATA, _tlv(0xA0, _tlv(0x04, content)))
+    certificates = [signer_der, *(c.public_bytes(Encoding.DER) for c in extra_certs)]
+    signer_info = _seq(_INTEGER_1, signer_id, digest_alg, _tlv(0xA0, signed_attrs), sig_alg, _tlv(0x04, signature))
+    signed = _seq(
+        _INTEGER_1,
+        _set_of([digest_alg]),
+        encap,
+        _tlv(0xA0, b"".join(sorted(certificates))),  # [0] IMPLICIT SET OF Certificate
+        _set_of([signer_info]),
     )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    return _seq(_OID_SIGNED_DATA, _tlv(0xA0, signed))
+
+
+# ---------------------------------------------------------------------------- DER building
+# Replies are written as DER directly: their shape is fixed, and building them through
+# asn1crypto's object model cost several times the RSA operations of an enrollment.
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    return bytes((tag,)) + _der_length(len(body)) + body
+
+
+def _seq(*parts: bytes) -> bytes:
+    return _tlv(0x30, b"".join(parts))
+
+
+def _set_of(encodings) -> bytes:
+    return _tlv(0x31, b"".join(sorted(encodings)))  # DER: a SET OF in ascending order
+
+
+def _attribute(oid: bytes, value: bytes) -> bytes:
+    return _seq(oid, _tlv(0x31, value))
+
+
+def _printable(text: str) -> bytes:
+    return _tlv(0x13, text.encode("latin-1"))  # PrintableString, as asn1crypto encodes it
+
+
+def _oid(dotted: str) -> bytes:
+    arcs = [int(arc) for arc in dotted.split(".")]
+    body = bytearray()
+    for arc in (arcs[0] * 40 + arcs[1], *arcs[2:]):
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body += bytes(reversed(chunk))
+    return _tlv(0x06, bytes(body))
+
+
+def _der_integer(value: int) -> bytes:
+    size = (value if value >= 0 else ~value).bit_length() // 8 + 1  # minimal two's complement
+    return _tlv(0x02, value.to_bytes(size, "big", signed=True))
+
+
+def _issuer_der(certificate_der: bytes) -> bytes:
+    """A certificate's issuer Name, as encoded in it."""
+    fields = _children(_children(certificate_der)[0])  # TBSCertificate
+    return fields[3] if fields[0][0] == 0xA0 else fields[2]  # after [0] version, serial, signature
+
+
+def _issuer_and_serial(certificate_der: bytes, serial: int) -> bytes:
+    return _seq(_issuer_der(certificate_der), _der_integer(serial))
+
+
+@lru_cache(maxsize=8)
+def _signer_parts(certificate: x509.Certificate) -> tuple[bytes, bytes]:
+    """(DER, IssuerAndSerialNumber) of a signing certificate: the CA's, once per container."""
+    der = certificate.public_bytes(Encoding.DER)
+    return der, _issuer_and_serial(der, certificate.serial_number)
+
+
+@lru_cache(maxsize=8)
+def _ca_identity(certificate: x509.Certificate) -> tuple[asn1_x509.Name, bytes, int, bytes | None]:
+    """The CA certificate as a RecipientIdentifier names it: (issuer, its DER, serial, SKI)."""
+    issuer = _issuer_der(_signer_parts(certificate)[0])
+    return asn1_x509.Name.load(issuer), issuer, certificate.serial_number, _ski(certificate)
+
+
+_INTEGER_0 = _der_integer(0)
+_INTEGER_1 = _der_integer(1)
+_EMPTY_SET = b"\x31\x00"
+_OID_DATA = _oid("1.2.840.113549.1.7.1")
+_OID_SIGNED_DATA = _oid("1.2.840.113549.1.7.2")
+_OID_ENVELOPED_DATA = _oid("1.2.840.113549.1.7.3")
+_OID_CONTENT_TYPE_ATTR = _oid("1.2.840.113549.1.9.3")
+_OID_MESSAGE_DIGEST_ATTR = _oid("1.2.840.113549.1.9.4")
+_SCEP_OIDS = {oid: _oid(oid) for oid in (OID_MESSAGE_TYPE, OID_PKI_STATUS, OID_FAIL_INFO, OID_SENDER_NONCE,
+                                         OID_RECIPIENT_NONCE, OID_TRANSACTION_ID, OID_FAIL_INFO_TEXT)}
+_ALG_RSA_ENCRYPTION = _seq(_oid("1.2.840.113549.1.1.1"), b"\x05\x00")
+_DIGEST_ALGS = {
+    "sha256": _seq(_oid("2.16.840.1.101.3.4.2.1"), b"\x05\x00"),
+    "sha384": _seq(_oid("2.16.840.1.101.3.4.2.2"), b"\x05\x00"),
+    "sha512": _seq(_oid("2.16.840.1.101.3.4.2.3"), b"\x05\x00"),
+}
+_ECDSA_ALGS = {
+    "sha256": _seq(_oid("1.2.840.10045.4.3.2")),
+    "sha384": _seq(_oid("1.2.840.10045.4.3.3")),
+    "sha512": _seq(_oid("1.2.840.10045.4.3.4")),
+}
+_CIPHER_OIDS = {
+    "aes128_cbc": _oid("2.16.840.1.101.3.4.1.2"),
+    "aes192_cbc": _oid("2.16.840.1.101.3.4.1.22"),
+    "aes256_cbc": _oid("2.16.840.1.101.3.4.1.42"),
+    "tripledes_3key": _oid("1.2.840.113549.3.7"),
+}
 
 
 def _attr(name, value):
@@ -737,17 +808,16 @@ def build_pki_message(
     nonce = sender_nonce if sender_nonce is not None else os.urandom(16)
     envelope = seal_envelope(inner, recipient, cipher_name)
     attrs = [
-        _attr("content_type", "data"),
-        _attr("message_digest", hashlib.new(digest_name, envelope).digest()),
-        _scep_attr(OID_MESSAGE_TYPE, core.PrintableString(str(int(message_type)))),
-        _scep_attr(OID_SENDER_NONCE, core.OctetString(nonce)),
-        _scep_attr(OID_TRANSACTION_ID, core.PrintableString(transaction_id)),
+        _attribute(_OID_CONTENT_TYPE_ATTR, _OID_DATA),
+        _attribute(_OID_MESSAGE_DIGEST_ATTR, _tlv(0x04, hashlib.new(digest_name, envelope).digest())),
+        _attribute(_SCEP_OIDS[OID_MESSAGE_TYPE], _printable(str(int(message_type)))),
+        _attribute(_SCEP_OIDS[OID_SENDER_NONCE], _tlv(0x04, nonce)),
+        _attribute(_SCEP_OIDS[OID_TRANSACTION_ID], _printable(transaction_id)),
     ]
     return _sign(attrs, envelope, digest_name, signer_cert, signer_key), nonce
 
 
-@dataclass(frozen=True)
-class CertRep:
+class CertRep(NamedTuple):
     status: PkiStatus
     fail_info: FailInfo | None
     fail_text: str | None
