@@ -18,6 +18,13 @@ Why each rule:
 * Checked: every wheel's tags must fit the target; every ELF file must be for the target
   machine; nothing a handler imports may live in ``devicegate/local/``; and the unpacked size
   must fit Lambda's 250 MB limit (the error names the biggest distributions).
+* Byte-compiled: Lambda's code directory is read-only, so a module without a usable ``.pyc`` is
+  compiled from source at *every* cold start (and the result thrown away). The bundle therefore
+  ships ``__pycache__/<name>.cpython-3NN.pyc`` next to every ``.py`` (ours and the wheels'),
+  compiled by an interpreter of the target version (``DEVICEGATE_BUNDLE_PYTHON``, else
+  ``python3.N`` on PATH, else a pyenv install) whose magic number is checked; wheels' own
+  ``.pyc`` files are dropped. Without such an interpreter the bundle is built without ``.pyc``
+  and the log says so: bytecode of another version would be ignored at best.
 
 Lambda runtime facts used here: python3.12 and python3.13 run on Amazon Linux 2023 (glibc 2.34),
 so manylinux_2_28 and older wheels load there; python3.11 and older run on Amazon Linux 2
@@ -70,6 +77,9 @@ LAMBDA_DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # larger zips must be uploaded th
 DEFLATE_LEVEL = 6  # level 9 took twice as long (4.3 s vs 2.2 s) for 0.2 % less
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 CACHE_FORMAT = 1  # bump when the cache layout or the download command changes
+BUNDLE_PYTHON_ENV = "DEVICEGATE_BUNDLE_PYTHON"  # the interpreter that byte-compiles the bundle
+# The .pyc header's flags word (PEP 552): bit 0 = hash-based, bit 1 = check the source.
+PYC_FLAGS_UNCHECKED_HASH = 0b01
 
 _ELF_MACHINES = {"x86_64": 62, "aarch64": 183}
 _PLATFORM_RE = re.compile(r"manylinux(?:(?P<legacy>1|2010|2014)|_(?P<major>\d+)_(?P<minor>\d+))_(?P<arch>x86_64|aarch64)")
@@ -92,6 +102,9 @@ class Bundle:
     unpacked_size: int  # bytes of all files once Lambda unpacks it
     platform: str
     python_version: str
+    pyc_files: int = 0  # byte-compiled modules shipped (0: built without an interpreter of the target version)
+    pyc_bytes: int = 0  # their unpacked size, included in unpacked_size
+    compiler: str | None = None  # the interpreter that compiled them
 
 
 # ------------------------------------------------------------------------------ target platform
@@ -372,6 +385,7 @@ class _Entry:
     member: str | None  # ... this member
     file: Path | None  # or from this file
     crc: int | None  # the wheel's CRC, to compare duplicates cheaply
+    data: bytes | None = None  # or these bytes (the .pyc files compiled here)
 
 
 def _safe_arcname(name: str, origin: str) -> str:
@@ -388,6 +402,8 @@ def _safe_arcname(name: str, origin: str) -> str:
 
 
 def _dropped(arcname: str) -> bool:
+    # A wheel's own bytecode (rare, and for whichever Python built it) is dropped; the bundle's
+    # .pyc files are compiled below, for the target version, from exactly the sources shipped.
     parts = arcname.split("/")
     return "__pycache__" in parts or arcname.endswith((".pyc", ".pyo"))
 
@@ -453,10 +469,33 @@ def _merge(entries: list[_Entry]) -> dict[str, _Entry]:
 
 
 def _read(entry: _Entry) -> bytes:
-    if entry.file is not None:
-        return entry.file.read_bytes()
-    with zipfile.ZipFile(entry.wheel) as archive:
+    with _Reader() as reader:
+        return reader.read(entry)
+
+
+class _Reader:
+    """Reads entries' bytes, keeping each wheel open once (a wheel has thousands of members)."""
+
+    def __init__(self) -> None:
+        self._wheels: dict[Path, zipfile.ZipFile] = {}
+
+    def read(self, entry: _Entry) -> bytes:
+        if entry.data is not None:
+            return entry.data
+        if entry.file is not None:
+            return entry.file.read_bytes()
+        archive = self._wheels.get(entry.wheel)
+        if archive is None:
+            archive = self._wheels[entry.wheel] = zipfile.ZipFile(entry.wheel)
         return archive.read(entry.member)
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for archive in self._wheels.values():
+            archive.close()
+        self._wheels.clear()
 
 
 # ------------------------------------------------------------------------------ handler imports
@@ -558,6 +597,166 @@ def check_handler_imports(source: Path = DEFAULT_SOURCE) -> list[str]:
     return handlers
 
 
+# ------------------------------------------------------------------------------ bytecode
+
+
+@dataclass(frozen=True)
+class BytecodeCompiler:
+    """An interpreter of the target version, verified by asking it (not by trusting its name)."""
+
+    executable: str
+    cache_tag: str  # "cpython-312": the .pyc file names CPython 3.12 looks for
+    magic: bytes  # its importlib.util.MAGIC_NUMBER: the first 4 bytes of every .pyc it writes
+
+
+_PROBE = (
+    "import importlib.util, json, sys; print(json.dumps({'impl': sys.implementation.name, "
+    "'version': list(sys.version_info[:2]), 'level': sys.version_info.releaselevel, "
+    "'cache_tag': sys.implementation.cache_tag, 'magic': importlib.util.MAGIC_NUMBER.hex(), "
+    "'executable': sys.executable}))"
+)
+
+
+def _probe(executable: str, python_version: str) -> tuple[BytecodeCompiler | None, str]:
+    """The compiler ``executable`` is, or None and why not."""
+    try:
+        result = subprocess.run([executable, "-I", "-S", "-c", _PROBE], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{executable} does not run ({exc})"
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        return None, f"{executable} exits {result.returncode} ({last})"
+    try:
+        info = json.loads(result.stdout.strip().splitlines()[-1])
+        major, minor = _python_tuple(python_version)
+        version = "{}.{}".format(*info["version"])
+        tag = f"cpython-{major}{minor}"
+        if info["impl"] != "cpython" or tuple(info["version"]) != (major, minor) or info["cache_tag"] != tag:
+            return None, f"{executable} is {info['impl']} {version} ({info['cache_tag']}), not CPython {python_version}"
+        if info["level"] != "final":
+            # A pre-release's magic number may differ from the released one the runtime has.
+            return None, f"{executable} is a {info['level']} pre-release of {version}"
+        return BytecodeCompiler(info["executable"] or executable, tag, bytes.fromhex(info["magic"])), ""
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None, f"{executable} did not answer the version probe"
+
+
+def _version_key(path: str) -> list[int]:
+    return [int(number) for number in re.findall(r"\d+", Path(path).parent.parent.name)]
+
+
+def find_bytecode_compiler(python_version: str) -> tuple[BytecodeCompiler | None, list[str]]:
+    """The interpreter that byte-compiles the bundle, or None; and what was tried and why not.
+
+    ``$DEVICEGATE_BUNDLE_PYTHON`` if set (it must work: a configured interpreter that is not
+    CPython ``python_version`` is an error), else ``python3.N`` on PATH, else pyenv's installs of
+    3.N (``$PYENV_ROOT/versions/3.N.*``, newest first: a pyenv shim fails when 3.N is not the
+    selected version).
+    """
+    configured = os.environ.get(BUNDLE_PYTHON_ENV, "").strip()
+    if configured:
+        compiler, why = _probe(shutil.which(configured) or configured, python_version)
+        if compiler is None:
+            raise BundleError(f"{BUNDLE_PYTHON_ENV}={configured} cannot byte-compile for Python {python_version}: {why}")
+        return compiler, []
+    candidates = []
+    on_path = shutil.which(f"python{python_version}")
+    if on_path:
+        candidates.append(on_path)
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv"))
+    installs = (pyenv_root / "versions").glob(f"{python_version}.*/bin/python{python_version}")
+    candidates += sorted(map(str, installs), key=_version_key, reverse=True)
+    tried = []
+    for candidate in candidates:
+        compiler, why = _probe(candidate, python_version)
+        if compiler is not None:
+            return compiler, tried
+        tried.append(why)
+    return None, tried or [f"no python{python_version} on PATH and none under {pyenv_root}/versions"]
+
+
+def _pyc_arcname(arcname: str, cache_tag: str) -> str:
+    source = PurePosixPath(arcname)
+    return (source.parent / "__pycache__" / f"{source.stem}.{cache_tag}.pyc").as_posix()
+
+
+# Runs under the target's interpreter: compiles (source, pyc) pairs below argv[1] read from stdin,
+# prints {source: error} for those that do not compile.
+_COMPILE = r"""
+import json, os, py_compile, sys
+root, failed = sys.argv[1], {}
+for source, target in json.load(sys.stdin):
+    try:
+        py_compile.compile(
+            os.path.join(root, source), cfile=os.path.join(root, target), dfile=source, doraise=True,
+            optimize=0, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+    except py_compile.PyCompileError as exc:
+        failed[source] = (exc.msg.strip().splitlines() or ["?"])[-1][:300]
+print(json.dumps(failed))
+"""
+
+
+def byte_compile(entries: dict[str, _Entry], compiler: BytecodeCompiler) -> tuple[dict[str, _Entry], dict[str, str]]:
+    """The ``__pycache__/<name>.<cache tag>.pyc`` entry of every ``.py`` entry; and the sources
+    that do not compile (kept as source only; none of them may be ours).
+
+    How, and why:
+
+    * Invalidation mode UNCHECKED_HASH (PEP 552): the header holds a hash of the source instead
+      of its mtime and size, and the flags tell the loader not to check it. No mtime means the
+      bytes depend on the source alone (and the zip's timestamps are normalised to 1980 anyway,
+      so an mtime-stamped .pyc would not match the unpacked source: the loader would compile
+      from source and, in a read-only directory, throw the result away). Not checking means
+      an import does not even read and hash the .py. That is right because the bundle is
+      immutable: source and .pyc come from one build and a deployed function's code never
+      changes; a new build compiles afresh.
+    * Optimisation level 0: asserts and docstrings kept, the code that runs is the code tested;
+      and level 0 is the ``.pyc`` name the runtime looks for (it runs without -O).
+    * PYTHONHASHSEED=0 and a replaced environment: since 3.11 marshal sorts a frozenset's
+      elements (set literals), so the seed should not matter (checked: same bytes with seeds
+      1, 2, 3); it is fixed anyway, so no build depends on a random seed or on PYTHON* settings.
+    * The code's file name is the path inside the bundle; the loader replaces it with the real
+      path (``/var/task/...``) on import, so tracebacks are unchanged.
+    """
+    sources = sorted(name for name in entries if name.endswith(".py"))
+    with tempfile.TemporaryDirectory(prefix="devicegate-bytecode-") as tmp:
+        root = Path(tmp)
+        pairs = [(name, _pyc_arcname(name, compiler.cache_tag)) for name in sources]
+        with _Reader() as reader:
+            for name in sources:
+                path = root / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(reader.read(entries[name]))
+        environment = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
+        result = subprocess.run(
+            # Not -I/-E: they would ignore PYTHONHASHSEED; the environment is replaced instead.
+            [compiler.executable, "-s", "-S", "-W", "ignore", "-c", _COMPILE, str(root)],
+            input=json.dumps(pairs), env=environment, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise BundleError(f"{compiler.executable} failed to byte-compile the bundle:\n{result.stderr.strip()[-4000:]}")
+        failed = json.loads(result.stdout.strip().splitlines()[-1])
+        ours = sorted(name for name in failed if name.split("/", 1)[0] == PACKAGE)
+        if ours:
+            raise BundleError(
+                f"{PACKAGE} does not compile under Python {compiler.cache_tag}: "
+                + "; ".join(f"{name}: {failed[name]}" for name in ours)
+            )
+        compiled = {}
+        for source, target in pairs:
+            if source in failed:
+                continue
+            data = (root / target).read_bytes()
+            if data[:4] != compiler.magic or int.from_bytes(data[4:8], "little") != PYC_FLAGS_UNCHECKED_HASH:
+                raise BundleError(
+                    f"{target} has header {data[:8].hex()}, not magic {compiler.magic.hex()} with the "
+                    f"unchecked-hash flag: {compiler.executable} is not the interpreter it claimed to be"
+                )
+            compiled[target] = _Entry(target, len(data), 0o644, entries[source].origin, None, None, None, None, data)
+    return compiled, failed
+
+
 # ------------------------------------------------------------------------------ the zip
 
 
@@ -573,26 +772,17 @@ def _check_elf(arcname: str, head: bytes, arch: str) -> None:
 
 
 def _write_zip(entries: dict[str, _Entry], target: Path, arch: str) -> None:
-    open_wheels: dict[Path, zipfile.ZipFile] = {}
-    try:
-        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=DEFLATE_LEVEL) as bundle:
-            for arcname in sorted(entries):
-                entry = entries[arcname]
-                if entry.file is not None:
-                    data = entry.file.read_bytes()
-                else:
-                    archive = open_wheels.get(entry.wheel)
-                    if archive is None:
-                        archive = open_wheels[entry.wheel] = zipfile.ZipFile(entry.wheel)
-                    data = archive.read(entry.member)
-                _check_elf(arcname, data[:20], arch)
-                info = zipfile.ZipInfo(arcname, date_time=ZIP_EPOCH)
-                info.create_system = 3  # Unix, so the permission bits below are honoured
-                info.external_attr = (stat.S_IFREG | entry.mode) << 16
-                bundle.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=DEFLATE_LEVEL)
-    finally:
-        for archive in open_wheels.values():
-            archive.close()
+    with _Reader() as reader, zipfile.ZipFile(
+        target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=DEFLATE_LEVEL
+    ) as bundle:
+        for arcname in sorted(entries):
+            entry = entries[arcname]
+            data = reader.read(entry)
+            _check_elf(arcname, data[:20], arch)
+            info = zipfile.ZipInfo(arcname, date_time=ZIP_EPOCH)
+            info.create_system = 3  # Unix, so the permission bits below are honoured
+            info.external_attr = (stat.S_IFREG | entry.mode) << 16
+            bundle.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=DEFLATE_LEVEL)
 
 
 def _size_report(entries: dict[str, _Entry]) -> str:
@@ -611,11 +801,13 @@ def build_bundle(
     platform: str = "manylinux2014_aarch64",
     python_version: str = "3.12",
     cache_dir: Path | None = None,
+    bytecode: bool = True,
     log=None,
 ) -> Bundle:
     """Build (or rebuild identically) the Lambda bundle; returns where it is and what it weighs.
 
     ``cache_dir`` holds the downloaded wheels (default: ``wheel-cache`` next to ``out_dir``).
+    ``bytecode=False`` ships no ``.pyc`` files (for comparisons; see ``byte_compile``).
     ``log`` gets one-line progress messages (default: silent).
     """
     say = log or (lambda message: None)
@@ -642,13 +834,10 @@ def build_bundle(
     if any(e.arcname.split("/", 1)[0] == PACKAGE for e in entries):
         raise BundleError(f"a requirement ships a top-level {PACKAGE}/ of its own")
     merged = _merge(entries + _source_entries(package_dir))
-    unpacked = sum(entry.size for entry in merged.values())
-    if unpacked >= LAMBDA_UNPACKED_LIMIT:
-        raise BundleError(
-            f"the bundle unpacks to {unpacked:,} bytes ({unpacked / 2**20:.1f} MiB), over Lambda's limit "
-            f"of {LAMBDA_UNPACKED_LIMIT:,} bytes (250 MiB). Biggest parts: {_size_report(merged)}. "
-            "Drop a requirement or move it to a layer/container image."
-        )
+    _check_unpacked_size(merged)  # before compiling: refuse early
+    compiled, compiler = _bytecode(merged, python_version, bytecode, say)
+    merged.update(compiled)
+    unpacked = _check_unpacked_size(merged)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".bundle-", suffix=".zip", dir=out_dir)
@@ -666,7 +855,47 @@ def build_bundle(
     if size > LAMBDA_DIRECT_UPLOAD_LIMIT:
         say(f"note: {size / 2**20:.1f} MiB zipped is over the 50 MiB direct-upload limit: upload it through S3")
     say(f"{len(merged)} files; biggest parts: {_size_report(merged)}")
-    return Bundle(final, digest, size, unpacked, platform, python_version)
+    pyc_bytes = sum(entry.size for entry in compiled.values())
+    return Bundle(final, digest, size, unpacked, platform, python_version, len(compiled), pyc_bytes, compiler)
+
+
+def _check_unpacked_size(entries: dict[str, _Entry]) -> int:
+    unpacked = sum(entry.size for entry in entries.values())
+    if unpacked >= LAMBDA_UNPACKED_LIMIT:
+        raise BundleError(
+            f"the bundle unpacks to {unpacked:,} bytes ({unpacked / 2**20:.1f} MiB), over Lambda's limit "
+            f"of {LAMBDA_UNPACKED_LIMIT:,} bytes (250 MiB). Biggest parts: {_size_report(entries)}. "
+            "Drop a requirement or move it to a layer/container image."
+        )
+    return unpacked
+
+
+def _bytecode(entries: dict[str, _Entry], python_version: str, wanted: bool, say) -> tuple[dict[str, _Entry], str | None]:
+    """The .pyc entries for ``entries`` (none without an interpreter of the target version), and
+    the interpreter that compiled them."""
+    if not wanted:
+        say("byte-compilation turned off: the bundle ships no .pyc files")
+        return {}, None
+    compiler, tried = find_bytecode_compiler(python_version)
+    if compiler is None:
+        say(
+            f"WARNING: no Python {python_version} interpreter to byte-compile with ({'; '.join(tried)}). "
+            f"The bundle ships NO .pyc files: every cold start will compile each imported module from "
+            f"source. Install Python {python_version} or set {BUNDLE_PYTHON_ENV}=/path/to/python{python_version}."
+        )
+        return {}, None
+    started = time.monotonic()
+    compiled, failed = byte_compile(entries, compiler)
+    size = sum(entry.size for entry in compiled.values())
+    say(
+        f"{len(compiled)} modules byte-compiled in {time.monotonic() - started:.1f}s by {compiler.executable} "
+        f"({compiler.cache_tag}, magic {compiler.magic.hex()}, unchecked-hash, optimisation 0): "
+        f"+{size / 2**20:.1f} MiB unpacked"
+    )
+    if failed:
+        say(f"note: {len(failed)} files do not compile under Python {python_version} (shipped as source only): "
+            + ", ".join(sorted(failed)[:10]) + (" ..." if len(failed) > 10 else ""))
+    return compiled, compiler.executable
 
 
 # ------------------------------------------------------------------------------ command line
@@ -680,13 +909,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None, help="wheel cache (default: <out>/../wheel-cache)")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help=argparse.SUPPRESS)
     parser.add_argument("--requirements", type=Path, default=DEFAULT_REQUIREMENTS, help=argparse.SUPPRESS)
+    parser.add_argument("--no-bytecode", action="store_true", help="ship no .pyc files (for comparisons)")
     parser.add_argument("--quiet", action="store_true", help="print only the result")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
         bundle = build_bundle(
             args.source, args.requirements, args.out, platform=args.platform, python_version=args.python_version,
-            cache_dir=args.cache_dir, log=None if args.quiet else (lambda m: print(m, file=sys.stderr)),
+            cache_dir=args.cache_dir, bytecode=not args.no_bytecode,
+            log=None if args.quiet else (lambda m: print(m, file=sys.stderr)),
         )  # fmt: skip
     except BundleError as exc:
         print(f"bundle: {exc}", file=sys.stderr)
@@ -698,6 +929,10 @@ def main(argv: list[str] | None = None) -> int:
         f"unpacked: {bundle.unpacked_size:,} bytes ({bundle.unpacked_size / 2**20:.1f} MiB; "
         f"{100 * bundle.unpacked_size / LAMBDA_UNPACKED_LIMIT:.0f}% of Lambda's 250 MiB)"
     )
+    if bundle.pyc_files:
+        print(f"bytecode: {bundle.pyc_files} .pyc files, {bundle.pyc_bytes:,} bytes, by {bundle.compiler}")
+    else:
+        print("bytecode: none (no .pyc files: each cold start compiles from source)")
     print(f"target:   {bundle.platform}, Python {bundle.python_version} ({time.monotonic() - started:.1f}s)")
     return 0
 
