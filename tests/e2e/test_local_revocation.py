@@ -73,8 +73,10 @@ def test_revoke_explains_bad_input(stack):
         tools.revoke(stack.state_dir, serial="xyz")
     with pytest.raises(tools.ToolError, match="no certificate"):
         tools.revoke(stack.state_dir, serial="abc123")
-    with pytest.raises(tools.ToolError, match="not both"):
+    with pytest.raises(tools.ToolError, match="say which"):
         tools.revoke(stack.state_dir)
+    with pytest.raises(tools.ToolError, match="not both"):
+        tools.revoke(stack.state_dir, serial="abc123", host_uuid="5F0C3E8A-1B2C-4D5E-8F90-A1B2C3D4E5F6")
 
 
 def test_a_stale_or_corrupt_crl_is_rebuilt_from_the_table_at_start(tmp_path):

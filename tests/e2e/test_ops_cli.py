@@ -92,9 +92,12 @@ def test_revoke_then_publish(stack, tmp_path):
     records, _ = cli(stack, "audit", "--host", device.uuid, "--outcome", "device_refused")
     assert "key compromise" in records["records"][-1]["reasons"][0]["message"]
 
-    checks, _ = cli(stack, "doctor", expect=0)
+    checks, _ = cli(stack, "doctor", expect=5)  # the listener still accepts it: a failure, not a warning
     crl_check = next(c for c in checks["checks"] if c["check"] == "crl")
-    assert crl_check["result"] == "warn" and "not in it yet" in crl_check["detail"]
+    assert crl_check["result"] == "fail" and "not in it yet" in crl_check["detail"]
+    device_check, _ = cli(stack, "doctor", "--cert", str(device.cert_path), "--key", str(device.key_path), expect=5)
+    detail = next(c for c in device_check["checks"] if c["check"] == "tls device with certificate")
+    assert detail["result"] == "fail" and "revoked in the table but the load balancer still accepts it" in detail["detail"]
 
     published, _ = cli(stack, "crl", "publish")
     assert published["revoked"] >= 1
@@ -113,6 +116,12 @@ def test_revoke_then_publish(stack, tmp_path):
     assert again["revoked"] == []  # already revoked: nothing changes
     _, err = cli(stack, "certs", "revoke", "zz", expect=1)
     assert "not a hex serial" in err
+    _, err = cli(stack, "certs", "revoke", expect=1)
+    assert "say which" in err
+    _, err = cli(stack, "audit", "--since", "2x", expect=1)
+    assert "--since '2x'" in err and "Traceback" not in err
+    _, err = cli(stack, "audit", "--since", "99999999d", expect=1)
+    assert "Traceback" not in err
 
 
 def test_old_certificate_revoked_once_the_newer_one_is_used(stack, tmp_path):
@@ -168,6 +177,22 @@ def test_rotate_idp_key_two_key_rollover(stack, tmp_path):
     assert after["stage"] == "steady" and after["current"] == after["okta_trusts"] == staged["next"]
     _, err = cli(stack, "rotate", "idp-key", "--step", "activate", expect=1)
     assert "no key is staged" in err
+
+
+def test_a_left_over_endpoints_file_is_not_a_running_stack(stack, tmp_path):
+    import shutil
+
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    e = json.loads((stack.state_dir / "endpoints.json").read_text())
+    probe = subprocess.Popen([sys.executable, "-c", "pass"])
+    probe.wait()
+    e["pid"] = probe.pid  # a process that has exited
+    (dead / "endpoints.json").write_text(json.dumps(e))
+    proc = subprocess.run([sys.executable, "-m", "devicegate", "hosts", "--state-dir", str(dead)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "is not running" in proc.stderr and "Traceback" not in proc.stderr
+    shutil.rmtree(dead)
 
 
 def test_profile_and_errors(stack, tmp_path):

@@ -325,6 +325,12 @@ def test_enrolled_device_login_gets_a_signed_response(stack, proxy, tmp_path):
     assert status == 200 and accepted is not None, page[:2000]
     assert accepted["NameID"] == USER
     assert accepted["Signature"] == "Assertion signature verified with the IdP certificate"
+    # the origin's decisions land in the stack's audit log, like the gateway's
+    import json
+
+    records = [json.loads(line) for line in (stack.state_dir / "audit.jsonl").read_text().splitlines()]
+    serial = format(x509.load_pem_x509_certificate(device.cert_pem.encode()).serial_number, "x")
+    assert any(r.get("event") == "decision" and r.get("serial") == serial and r["Outcome"] == "allow" for r in records)
 
 
 def test_client_supplied_certificate_headers_are_overwritten(stack, proxy, tmp_path):

@@ -34,18 +34,34 @@ def test_older_certificates_go_only_after_the_newer_one_has_been_used_for_the_gr
     third = issue(store, host, now - timedelta(hours=1))
     lone = issue(store, other, now - timedelta(days=30))
     grace = timedelta(hours=24)
-    assert revoke_superseded(store, now, grace) == []  # no newer certificate used yet
+    assert revoke_superseded(store, now, grace) == ([], [])  # no newer certificate used yet
 
-    store.mark_first_use(third, now - timedelta(hours=2))  # used, but within the grace
-    assert revoke_superseded(store, now, grace) == []
-    store.mark_first_use(second, now - timedelta(hours=30))  # used for longer than the grace
-    store.mark_first_use(second, now)  # a second mark changes nothing
-    assert store.get_certificate(second).first_used_at == now - timedelta(hours=30)
-    assert revoke_superseded(store, now, grace) == [format(first, "x")]
+    store.mark_use(first, now - timedelta(days=3), seen=None)  # last used before the newer one
+    store.mark_use(third, now - timedelta(hours=2), seen=None)  # used, but within the grace
+    assert revoke_superseded(store, now, grace) == ([], [])
+    store.mark_use(second, now - timedelta(hours=30), seen=None)  # in use for longer than the grace
+    store.mark_use(second, now, seen=None)  # a stale "seen" changes nothing
+    record = store.get_certificate(second)
+    assert record.first_used_at == record.last_used_at == now - timedelta(hours=30)
+    assert revoke_superseded(store, now, grace) == ([format(first, "x")], [])
     assert store.get_certificate(first).revocation_reason == "superseded"
     assert store.get_certificate(second).status == "active" and store.get_certificate(third).status == "active"
     assert store.get_certificate(lone).status == "active"
-    assert revoke_superseded(store, now + timedelta(hours=23), grace) == [format(second, "x")]
+    # the second is still used after the third came into use: two devices claim the host
+    store.mark_use(second, now - timedelta(hours=1), seen=record.last_used_at)
+    revoked, conflicts = revoke_superseded(store, now + timedelta(hours=23), grace)
+    assert revoked == [] and [(c["older"], c["newer"]) for c in conflicts] == [(format(second, "x"), format(third, "x"))]
+    assert store.get_certificate(second).status == "active"
+    assert revoke_superseded(store, now + timedelta(hours=23), timedelta(0))[1]  # whatever the grace
+
+
+def test_a_certificate_never_used_is_superseded_from_its_issue_time(store):
+    now = datetime.now(timezone.utc)
+    host = "F" * 8 + "-FFFF-FFFF-FFFF-" + "F" * 12
+    old = issue(store, host, now - timedelta(days=10))
+    new = issue(store, host, now - timedelta(days=5))
+    store.mark_use(new, now - timedelta(days=4), seen=None)
+    assert revoke_superseded(store, now, timedelta(hours=24)) == ([format(old, "x")], [])
 
 
 def test_ops_revoke_by_serial_and_host(store):

@@ -248,30 +248,43 @@ def _emf(report: SyncReport) -> dict:
                          metrics={n: "Milliseconds" if n == "duration_ms" else "Count" for n in metrics})
 
 
-def revoke_superseded(store, now: datetime, grace: timedelta) -> list[str]:
-    """Revoke a host's older certificates once a newer one has been in use for ``grace``.
+def revoke_superseded(store, now: datetime, grace: timedelta) -> tuple[list[str], list[dict]]:
+    """Revoke a host's older certificates once a newer one has been in use for ``grace`` and
+    they have not been used since it was.
 
-    A host renews (or re-enrolls) before its certificate expires; until its newest certificate
-    has signed in, the older one keeps working (the profile may not have reached every
-    browser). Returns the revoked serials (hex)."""
+    A host renews (or re-enrolls when the profile is pushed again) before its certificate
+    expires; until the newest one signs in, the older keeps working. If an older certificate
+    is still used after a newer one came into use, two devices claim the host (a copied key, or
+    someone who enrolled with the challenge for this UUID): nothing is revoked automatically and
+    the conflict is reported. Returns (revoked serials (hex), conflicts)."""
     by_host: dict[str, list] = {}
     for cert in store.all_certificates(status="active"):
         by_host.setdefault(cert.host_uuid, []).append(cert)
-    revoked = []
-    for certs in by_host.values():
+    revoked, conflicts = [], []
+    for host_uuid, certs in by_host.items():
         if len(certs) < 2:
             continue
         certs.sort(key=lambda c: (c.issued_at, c.serial))
         used = [c for c in certs if c.first_used_at is not None and c.first_used_at <= now - grace]
         if not used:
             continue
-        newest_used = used[-1]
+        newest = used[-1]
         for cert in certs:
-            if cert.issued_at < newest_used.issued_at and store.revoke_certificate(cert.serial, "superseded", now):
+            if cert.issued_at >= newest.issued_at or cert is newest:
+                continue
+            last = cert.last_used_at or cert.issued_at
+            if last >= newest.first_used_at:
+                conflicts.append({"host_uuid": host_uuid, "older": format(cert.serial, "x"),
+                                  "newer": format(newest.serial, "x"), "older_last_used": last.isoformat(),
+                                  "newer_first_used": newest.first_used_at.isoformat()})
+            elif store.revoke_certificate(cert.serial, "superseded", now):
                 revoked.append(format(cert.serial, "x"))
     if revoked:
         log.info("revoked %d superseded certificate(s): %s", len(revoked), ", ".join(revoked[:20]))
-    return revoked
+    for conflict in conflicts:
+        telemetry.emit(telemetry.emf({"event": "certificate_conflict", "CertificateConflicts": 1, **conflict},
+                                     function="sync", metrics={"CertificateConflicts": "Count"}))
+    return revoked, conflicts
 
 
 def lambda_handler(event, context):
@@ -299,7 +312,7 @@ def lambda_handler(event, context):
     )
     result = asdict(report)
     try:
-        result["superseded_revoked"] = revoke_superseded(
+        result["superseded_revoked"], result["certificate_conflicts"] = revoke_superseded(
             Store(settings.table_name()), datetime.now(timezone.utc), timedelta(hours=fleet.superseded_grace_hours))
     except Exception as exc:  # noqa: BLE001 - the sync itself is done; the next run retries this
         log.exception("revoking superseded certificates failed")

@@ -49,14 +49,21 @@ class _Interrupted(BaseException):
         self.signum = signum
 
 
+_pending_signal: list[int] = []  # set by the handler: if its exception is swallowed (it can be raised
+                                 # inside a library's `except BaseException`), the next output raises it
+
+
 def _on_signal(signum, _frame):
     # One is enough: let the clean-up that follows finish undisturbed by a second Ctrl-C.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _pending_signal.append(signum)
     raise _Interrupted(signum)
 
 
 def _say(text: str) -> None:
+    if _pending_signal:
+        raise _Interrupted(_pending_signal[0])
     print(text, flush=True)
 
 
@@ -163,6 +170,7 @@ def run(state_dir: Path, scep_client: str = "auto") -> int:
     try:
         return _run(state_dir, e, client, why, auto=scep_client == "auto")
     except _Interrupted as exc:
+        _pending_signal.clear()
         _say(f"demo: interrupted by {signal.Signals(exc.signum).name}; what it started is stopped and removed")
         return 128 + exc.signum
     finally:

@@ -123,6 +123,8 @@ class _OriginHandler(_Handler):
         headers = forwardable_headers(self.headers, keep=config.certificate_headers)
         if not any(name == config.serial_header and value.strip() for name, value in headers):
             return None  # the proxy sent no certificate: misconfigured, so fail closed (400)
+        if config.leaf_header and not any(name == config.leaf_header and value.strip() for name, value in headers):
+            return None  # configured to send the leaf and did not: a proxy that drops it fails closed too
         # The proxy sets X-Forwarded-For itself (deploy/proxies); its right-most entry is the client.
         forwarded_for = self.headers.get_all("X-Forwarded-For") or [self.client_address[0]]
         return headers + [
@@ -174,7 +176,13 @@ def run(state_dir: Path, config: OriginConfig) -> int:
     from .. import routes as routes_mod
     from .tools import endpoints
 
-    os.environ.update(origin_environment(endpoints(state_dir), config))
+    from .. import telemetry
+
+    e = endpoints(state_dir)
+    os.environ.update(origin_environment(e, config))
+    # its decisions go to the stack's audit log too (`devicegate audit` reads them from there)
+    sink = telemetry.FileSink(Path(e.get("audit_log") or Path(state_dir) / "audit.jsonl"))
+    telemetry.add_sink(sink)
     routes = [Route(r.listener, r.path, r.load_handler(), name=f"devicegate-{r.function}")
               for r in routes_mod.ROUTES if r.listener == "device"]
     stop = threading.Event()
@@ -188,5 +196,6 @@ def run(state_dir: Path, config: OriginConfig) -> int:
         stop.wait()
     finally:
         origin.stop()
+        telemetry.remove_sink(sink)
         print("devicegate origin stopped", file=sys.stderr, flush=True)
     return 0

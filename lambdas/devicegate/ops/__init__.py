@@ -28,7 +28,9 @@ def revoke(store, *, serial: str | None = None, host_uuid: str | None = None,
     """Mark one certificate, or every active one of a host, revoked (effective at once in the
     IdP). Returns the serials (hex) this call revoked."""
     now = now or datetime.now(timezone.utc)
-    if (serial is None) == (host_uuid is None):
+    if serial is None and host_uuid is None:
+        raise OpsError("say which: a serial (as `devicegate hosts` prints it) or --host UUID")
+    if serial is not None and host_uuid is not None:
         raise OpsError("give a serial or --host, not both")
     if serial is not None:
         serials = [parse_serial(serial)]

@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from ..store import StoreUnavailable
 from . import OpsError, hosts, revoke
 from .targets import since_arg, target_from_args
 
 COMMANDS = ("hosts", "certs", "crl", "sync", "doctor", "rotate", "audit")
+OUTCOMES = ("allow", "allow_bypass", "block", "unknown", "request_refused", "device_refused", "replay",
+            "no_subject", "device_mismatch", "bypass_refused")
 
 
 def _where(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +66,7 @@ def register(commands) -> None:
     p.add_argument("--since", default="24h", help="30m, 2h, 7d, or an ISO-8601 time (default 24h)")
     p.add_argument("--host", help="only this host (UUID)")
     p.add_argument("--user", help="only this Okta user")
-    p.add_argument("--outcome", help="only this outcome (allow, block, device_refused, ...)")
+    p.add_argument("--outcome", choices=OUTCOMES, help="only this outcome")
     p.add_argument("--limit", type=int, default=50, help="the most recent N (default 50; 0 = all)")
 
 
@@ -78,6 +81,10 @@ def dispatch(args) -> int:
         data, text, code = _run(args, target)
     except OpsError as exc:
         print(f"devicegate {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"devicegate {args.command}: the table cannot be reached ({exc}); nothing was changed by this "
+              "failure: retry when it answers", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - botocore, network: one clear line, not a traceback
         from botocore.exceptions import BotoCoreError, ClientError
@@ -94,6 +101,8 @@ def _run(args, target):
     command = args.command
     if command == "hosts":
         data = hosts(target.store(), host_uuid=args.host)
+        if args.host and not data["hosts"]:
+            raise OpsError(f"devicegate knows no host {args.host} (no certificate, no compliance data)")
         return data, _hosts_text(data), 0
     if command == "certs":
         _progress(args, "marking the certificate(s) revoked in the table")
@@ -125,7 +134,9 @@ def _run(args, target):
                 "ok": all(r != "fail" for _, r, _ in checks)}
         width = max(len(n) for n, _, _ in checks)
         text = "\n".join(f"{'✓' if r == 'ok' else '!' if r == 'warn' else '✗'} {n:<{width}}  {d}" for n, r, d in checks)
-        text += f"\n{'doctor: all good' if data['ok'] else 'doctor: something is wrong (✗ above)'}"
+        warnings = sum(r == "warn" for _, r, _ in checks)
+        text += "\n" + ("doctor: something is wrong (✗ above)" if not data["ok"] else
+                        f"doctor: no failure, {warnings} warning(s) (! above)" if warnings else "doctor: all good")
         return data, text, 0 if data["ok"] else 5
     if command == "rotate":
         from . import rotate
@@ -136,9 +147,13 @@ def _run(args, target):
                  "finish": lambda: rotate.finish(target),
                  "all": lambda: rotate.rotate(target, wait_seconds=args.wait, progress=lambda m: _progress(args, m))}
         data = steps[args.step]()
-        return data, "\n".join(f"{k}: {v}" for k, v in data.items()), 0
+        return data, "\n".join(f"{k}: {'-' if v is None else v}" for k, v in data.items()), 0
     if command == "audit":
-        records = target.audit_records(since_arg(args.since))
+        try:
+            since = since_arg(args.since)
+        except (ValueError, OverflowError):
+            raise OpsError(f"--since {args.since!r}: use 30m, 2h, 7d or an ISO-8601 time") from None
+        records = target.audit_records(since)
         if args.host:
             records = [r for r in records if (r.get("host_uuid") or "").upper() == args.host.upper()]
         if args.user:
@@ -147,7 +162,7 @@ def _run(args, target):
             records = [r for r in records if r.get("Outcome") == args.outcome]
         if args.limit:
             records = records[-args.limit:]
-        lines = [f"{r['time']}  {r['Outcome']:<14} {r.get('status')}  {r.get('user') or '-'}  "
+        lines = [f"{r['time']}  {r['Outcome']:<15} {r.get('status')}  {r.get('user') or '-'}  "
                  f"host {r.get('host_uuid') or '-'}  cert {r.get('serial') or '-'}  "
                  + "; ".join(x["message"] for x in r.get("reasons", []))[:300]
                  for r in records]

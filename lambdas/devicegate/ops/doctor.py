@@ -63,7 +63,7 @@ def run(target, *, cert=None, key=None) -> list[tuple[str, str, str]]:
     check("tls public", lambda: _tls_public(d))
     check("tls device refuses no certificate", lambda: _no_cert_refused(d))
     if cert is not None:
-        check("tls device with certificate", lambda: _with_cert(d, cert, key))
+        check("tls device with certificate", lambda: _with_cert(target, d, cert, key))
     check("clock", lambda: _clock(d))
     check("scep", lambda: _scep(d))
     check("metadata", lambda: _metadata(d))
@@ -95,23 +95,61 @@ def _tls_public(d):
 
 
 def _no_cert_refused(d):
+    """The device host must refuse a client without a certificate: at the handshake (ALB, the
+    local gateway, Caddy) or with nginx's 400 before any handler runs. Our own check of the
+    server's certificate must pass first, or the refusal proves nothing."""
     host, port = _host_port(d.device_url)
+    raw = socket.create_connection((host, port), timeout=10)
     try:
-        status, _, _ = fetch(f"{d.device_url}/healthz", d.tls_ca_pem)
-    except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
-        return "ok", f"handshake refused without a client certificate ({type(exc).__name__})"
-    return "fail", f"the device host answered HTTP {status} without a client certificate: mTLS is not enforced"
+        try:
+            tls = _context(d.tls_ca_pem).wrap_socket(raw, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            return "fail", f"the device host's own certificate does not verify ({exc.verify_message}): not checked"
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
+            return "ok", f"handshake refused without a client certificate ({_tls_reason(exc)})"
+        try:
+            tls.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            reply = tls.recv(4096)
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:  # TLS 1.3: the alert comes late
+            return "ok", f"handshake refused without a client certificate ({_tls_reason(exc)})"
+        finally:
+            tls.close()
+    finally:
+        raw.close()
+    if not reply:
+        return "ok", "connection closed without an answer: no client certificate, no service"
+    status_line = reply.split(b"\r\n", 1)[0].decode("latin-1")
+    if status_line.split(" ")[1:2] == ["400"] and b"SSL certificate" in reply:
+        return "ok", f"the proxy answered {status_line!r} itself (nginx: no required certificate sent)"
+    return "fail", f"the device host answered {status_line!r} without a client certificate: mTLS is not enforced"
 
 
-def _with_cert(d, cert, key):
+def _tls_reason(exc) -> str:
+    return getattr(exc, "reason", None) or type(exc).__name__
+
+
+def _with_cert(target, d, cert, key):
+    """The device host accepts this certificate, and the IdP would too (its record is active)."""
     import json
 
-    status, _, body = fetch(f"{d.device_url}/healthz", d.tls_ca_pem, cert=cert, key=key)
+    with open(cert, "rb") as handle:
+        leaf = x509.load_pem_x509_certificate(handle.read())
+    try:
+        status, _, body = fetch(f"{d.device_url}/healthz", d.tls_ca_pem, cert=cert, key=key)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
+        record = target.store().get_certificate(leaf.serial_number)
+        why = f"revoked ({record.revocation_reason})" if record and record.status == "revoked" else _tls_reason(exc)
+        return "fail", f"handshake refused for serial {leaf.serial_number:x}: {why}"
     if status != 200:
         return "fail", f"HTTP {status}"
-    data = json.loads(body)
-    client = data.get("client_certificate") or data
-    return "ok", f"accepted: {json.dumps(client)[:200]}"
+    seen = json.loads(body)
+    record = target.store().get_certificate(leaf.serial_number)
+    if record is None:
+        return "fail", f"serial {leaf.serial_number:x} is accepted at the handshake but unknown to the IdP"
+    if record.status != "active":
+        return "fail", (f"serial {leaf.serial_number:x} is {record.status} in the table but the load balancer still "
+                        "accepts it: run devicegate crl publish")
+    return "ok", f"serial {leaf.serial_number:x} (host {seen.get('host_uuid') or record.host_uuid}) accepted and active"
 
 
 def _clock(d):
@@ -181,8 +219,11 @@ def _crl(target, d):
     detail = f"{len(listed)} revoked serial(s), next update in {left.days} d {left.seconds // 3600} h"
     if left <= timedelta(0):
         return "fail", detail + ": EXPIRED, the load balancer refuses every device. Run devicegate crl publish"
-    if missing:
-        return "warn", detail + f"; {len(missing)} revoked certificate(s) not in it yet: run devicegate crl publish"
+    if missing:  # the load balancer still lets them through the handshake
+        return "fail", detail + f"; {len(missing)} revoked certificate(s) not in it yet: run devicegate crl publish"
+    mismatch = target.revocation_mismatch(len(listed))
+    if mismatch:
+        return "fail", detail + f"; {mismatch}: run devicegate crl publish"
     return ("ok" if left > timedelta(days=2) else "warn"), detail
 
 
@@ -192,8 +233,11 @@ def _sync(target):
         return "warn", "no sync has run yet"
     finished = datetime.fromisoformat(report["finished_at"])
     age = datetime.now(timezone.utc) - finished
+    max_age = timedelta(seconds=target.max_data_age_seconds())
     detail = (f"last run {int(age.total_seconds() // 60)} min ago, {'complete' if report['complete'] else 'INCOMPLETE'}"
               f", {report['hosts_seen']} hosts")
     if not report["complete"]:
         return "fail", detail + f": {'; '.join(report['errors'][:2])}"
-    return ("ok" if age < timedelta(hours=1) else "warn"), detail
+    if age >= max_age:
+        return "fail", detail + f": older than the data age limit ({max_age}); logins are blocked as out of date"
+    return ("ok" if age < min(timedelta(minutes=15), max_age / 4) else "warn"), detail

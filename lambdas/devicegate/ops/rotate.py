@@ -87,18 +87,27 @@ def status(target) -> dict:
         "next": _fingerprint(data.get("next_certificate")),
         "previous": _fingerprint(data.get("previous_certificate")),
         "okta_trusts": _fingerprint(trusted),
-        "stage": "staged" if data.get("next_certificate") else (
-            "activated" if data.get("previous_certificate") else "steady"),
+        "stage": _stage(data, trusted),
     }
     if okta_note:
         out["okta_note"] = okta_note
     return out
 
 
+def _stage(data: dict, trusted: str | None) -> str:
+    if data.get("next_certificate"):
+        return "staged"
+    if trusted is not None and not _same_cert(trusted, data["certificate"]):
+        return "activating (the IdP signs with the new key, Okta not switched yet: run --step activate)"
+    return "activated (run --step finish)" if data.get("previous_certificate") else "steady"
+
+
 def stage(target, now: datetime | None = None) -> dict:
     data = _read(target)
     if data.get("next_certificate"):
         raise OpsError("a next key is already staged: run --step activate (or remove next_* from the secret)")
+    if data.get("previous_certificate") and not _same_cert(target.okta_trust()[0], data["certificate"]):
+        raise OpsError("an activation is unfinished (Okta does not trust the signing key yet): run --step activate")
     cert_pem, key_pem = _new_pair(now or datetime.now(timezone.utc))
     data.update(next_certificate=cert_pem, next_private_key=key_pem)
     data.pop("previous_certificate", None)
@@ -140,7 +149,7 @@ def rotate(target, *, progress=lambda message: None, wait_seconds: float | None 
     staged = stage(target)
     progress(f"staged a new key ({staged['next']}); the metadata publishes it next to the current one")
     activated = activate(target, wait_seconds=wait_seconds, progress=progress)
-    return {"step": "rotate", **staged, **activated}
+    return {**staged, **activated, "step": "rotate (stage + activate); run --step finish later"}
 
 
 def _wait_for_metadata(target, cert_pem: str, wait_seconds: float | None) -> float:

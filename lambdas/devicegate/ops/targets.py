@@ -62,6 +62,10 @@ class LocalTarget:
             self.e = tools.endpoints(self.state_dir)
         except tools.ToolError as exc:
             raise OpsError(str(exc)) from None
+        pid = self.e.get("pid")
+        if isinstance(pid, int) and not _alive(pid):
+            raise OpsError(f"the local stack of {self.state_dir} (pid {pid}) is not running; its endpoints.json "
+                           "is left over. Start it with ./dev up")
 
     def deployment(self) -> Deployment:
         e = self.e
@@ -130,6 +134,12 @@ class LocalTarget:
 
     def trust_bundle(self) -> bytes:
         return (self.state_dir / "ca" / "scep-ca.pem").read_bytes()  # what the device listener trusts
+
+    def revocation_mismatch(self, listed: int) -> str | None:
+        return None  # the device listener loads DIR/ca/crl.pem itself
+
+    def max_data_age_seconds(self) -> int:
+        return int(self.e.get("settings", {}).get("DEVICEGATE_MAX_DATA_AGE_SECONDS") or 7200)
 
     def okta_trust(self) -> list[str]:
         """The IdP certificates the local Okta verifies Responses with."""
@@ -260,6 +270,22 @@ class AwsTarget:
         with urllib.request.urlopen(location, timeout=30) as reply:  # a pre-signed S3 URL
             return reply.read()
 
+    def revocation_mismatch(self, listed: int) -> str | None:
+        """The trust store's revocation list must be the published CRL (the crl function writes
+        S3 first, then replaces the list: a failure in between leaves the old list in force)."""
+        arn = self.o.get("trustStoreArn")
+        lists = self._client("elbv2").describe_trust_store_revocations(TrustStoreArn=arn).get(
+            "TrustStoreRevocations", [])
+        if len(lists) != 1:
+            return f"the trust store has {len(lists)} revocation lists, not 1"
+        entries = lists[0].get("NumberOfRevokedEntries")
+        if entries != listed:
+            return f"the trust store's revocation list has {entries} entries, the published CRL {listed}"
+        return None
+
+    def max_data_age_seconds(self) -> int:
+        return int(self.o.get("maxDataAgeSeconds") or 7200)
+
     # -------------------------------------------------------------- Okta
 
     def _okta(self, method: str, path: str, body: dict | None = None):
@@ -340,6 +366,16 @@ class AwsTarget:
 
 
 # ------------------------------------------------------------------------------ shared
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _decisions(lines: list[str], since: datetime) -> list[dict]:

@@ -57,7 +57,7 @@ def _idp() -> Idp:
         if "idp" not in _state:
             config = settings.load_idp()
             secrets_client = settings.Secrets()
-            ca = settings.parse_ca_secret(config.ca_secret_id, secrets_client.get(config.ca_secret_id, ttl=float("inf")))
+            ca_cert = settings.parse_ca_certificate(config.ca_secret_id, secrets_client.get(config.ca_secret_id, ttl=float("inf")))
             key_text = secrets_client.get(config.idp_key_secret_id, ttl=0)
             key = settings.parse_idp_secret(config.idp_key_secret_id, key_text)
             store = Store(config.table)
@@ -77,7 +77,7 @@ def _idp() -> Idp:
                 signer=response.Signer(key=key.private_key, cert_pem=key.certificate_pem),
                 metadata_xml=metadata.build_metadata(entity_id=config.entity_id, sso_url=config.sso_url,
                                                      signing_certs=key.metadata_certificates()),
-                ca_cert=ca.certificate,
+                ca_cert=ca_cert,
                 store=store,
                 source=source,
                 rules=decision_mod.Rules(
@@ -208,30 +208,25 @@ def _sso(idp: Idp, request: alb.Request) -> alb.Response:
         else:
             return pages.bad_request("sign-in requests use GET or POST")
     except authn_request.RequestRefused as exc:
-        _audit(request, "sso", None, None, "request_refused", 400, reason=exc.reason)
+        _audit(request, "login", None, None, "request_refused", 400, reason=exc.reason)
         return pages.bad_request(exc.reason)
 
     try:
         device = _device(idp, request, now)
     except _DeviceRefused as refused:
-        _audit(request, "sso", authn, refused.record, "device_refused", refused.page.status, reason=refused.reason)
+        _audit(request, "login", authn, refused.record, "device_refused", refused.page.status, reason=refused.reason)
         return refused.page
-
-    if device.first_used_at is None:  # once per certificate: starts the grace of the host's older ones
-        try:
-            idp.store.mark_first_use(device.serial, now)
-        except StoreUnavailable as exc:
-            log.warning("recording the first use of %x failed: %s", device.serial, exc)
 
     # A request ID is answered once; keep it past the skew window so a replay is always seen.
     try:
         idp.store.remember_request(authn.issuer, authn.id, now + 2 * idp.expect.clock_skew + timedelta(minutes=5))
     except AlreadyRecorded:
-        _audit(request, "sso", authn, device, "replay", 400, reason="the request ID was already answered")
+        _audit(request, "login", authn, device, "replay", 400, reason="the request ID was already answered")
         return pages.bad_request("this sign-in request was already used; start again from Okta")
 
     pending = {
         "request_id": authn.id,
+        "issuer": authn.issuer,
         "name_id": authn.name_id,
         "name_id_format": authn.name_id_format,
         "relay_state": authn.relay_state,
@@ -265,6 +260,7 @@ def _answer(idp: Idp, request: alb.Request, pending: dict, device: CertificateRe
             except AlreadyRecorded:
                 _audit(request, action, pending, device, "replay", 400, reason="the sign-in was already completed")
                 return pages.bad_request("this sign-in was already completed; start again from Okta")
+        _record_use(idp, device, now)
         xml = response.build_response(
             in_response_to=pending["request_id"],
             acs_url=idp.expect.acs_url,
@@ -357,6 +353,21 @@ def _recheck(idp: Idp, request: alb.Request) -> alb.Response:
     return _answer(idp, request, pending, device, now, action=action, token=token, bypass=bypass)
 
 
+USE_RECORD_INTERVAL = timedelta(hours=1)
+
+
+def _record_use(idp: Idp, device: CertificateRecord, now: datetime) -> None:
+    """An allowed login records that its certificate is in use: the first time, and then at
+    most once an hour (so nearly every login stays at 2 reads + 1 write). The sync revokes a
+    host's older certificate only once it has not been used since a newer one was."""
+    if device.last_used_at is not None and now - device.last_used_at < USE_RECORD_INTERVAL:
+        return
+    try:
+        idp.store.mark_use(device.serial, now, seen=device.last_used_at)
+    except StoreUnavailable as exc:  # the login itself does not depend on it
+        log.warning("recording the use of %x failed: %s", device.serial, exc)
+
+
 def _is_form(request: alb.Request) -> bool:
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     return content_type == "application/x-www-form-urlencoded"
@@ -369,6 +380,17 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _presented_serial(request: alb.Request) -> str | None:
+    """The serial the load balancer verified, for records made before the table is read."""
+    try:
+        config = _state["idp"].config
+        presented = alb.client_cert(request, serial_header=config.serial_header, serial_format=config.serial_format,
+                                    leaf_header=config.leaf_header)
+    except (alb.MtlsHeaderError, KeyError):
+        return None
+    return presented.serial_hex.lower() if presented else None
+
+
 def _audit(request: alb.Request, action: str, subject, device, outcome: str, status: int, verdict=None,
            user=None, reason: str | None = None) -> None:
     """One structured record per decision — who, device, certificate, policies, result, why —
@@ -377,7 +399,7 @@ def _audit(request: alb.Request, action: str, subject, device, outcome: str, sta
     if subject is None:
         request_id = issuer = None
     elif isinstance(subject, dict):
-        request_id, issuer = subject.get("request_id"), None
+        request_id, issuer = subject.get("request_id"), subject.get("issuer")
         user = user or subject.get("name_id")
     else:
         request_id, issuer = subject.id, subject.issuer
@@ -393,7 +415,7 @@ def _audit(request: alb.Request, action: str, subject, device, outcome: str, sta
         "issuer": issuer,
         "user": user,
         "host_uuid": device.host_uuid if device else None,
-        "serial": format(device.serial, "x") if device else None,
+        "serial": format(device.serial, "x") if device else _presented_serial(request),
         "source_ip": request.source_ip,
         "Outcome": outcome,
         "status": status,
