@@ -225,7 +225,8 @@ def profile_inprocess(world: common.World, n: int, pool: common.KeyPool) -> dict
 
 
 class Stack:
-    """`devicegate local up` in its own session; PIDs of the stack and its moto child."""
+    """`devicegate local up` in its own session; PIDs of the stack, its moto child and its
+    simulated-Fleet child (Fleet's server side: in production a server of its own, not ours)."""
 
     def __init__(self, work: Path):
         self.state = work / "stack-state"
@@ -263,6 +264,9 @@ class Stack:
                 time.sleep(0.2)
         if self.moto_pid is None:
             raise RuntimeError(f"cannot find the stack's moto process (port {port})")
+        # None when the simulated Fleet runs inside the stack process (older stacks)
+        self.fleet_pid = next((pid for pid in _descendants(self.pid)
+                               if "devicegate.local.fleet_sim" in common.cmdline(pid)), None)
         return self.endpoints
 
     def stop(self):
@@ -424,19 +428,25 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
         out.mkdir(exist_ok=True)
         _enroll_ours(state, out / "warm", hosts.pop(), pool.next())  # warm the handlers (first request)
         CLIENT_CPU.clear()
-        pids = [stack.pid, stack.moto_pid]
+        pids = [stack.pid, stack.moto_pid] + ([stack.fleet_pid] if stack.fleet_pid else [])
         idle = _idle_rate(pids)
-        stack_cpu, moto_cpu, seq_rate, failures = [], [], [], 0
+        stack_cpu, moto_cpu, fleet_cpu, seq_rate, failures = [], [], [], [], 0
         for _ in range(repeats):
             chunk, hosts = hosts[:n], hosts[n:]
             per, wall, fails = _cpu_run("ours", {"state": state}, pids, n, pool, out, chunk, idle)
             stack_cpu.append(per[stack.pid])
             moto_cpu.append(per[stack.moto_pid])
+            if stack.fleet_pid:
+                fleet_cpu.append(per[stack.fleet_pid])
             seq_rate.append(n / wall)
             failures += fails
         results["ours"]["cpu_per_enrollment_stack_process"] = summary(stack_cpu)
         results["ours"]["cpu_per_enrollment_moto_process"] = summary(moto_cpu)
         results["ours"]["idle_cpu_fraction"] = {"stack": round(idle[stack.pid], 4), "moto": round(idle[stack.moto_pid], 4)}
+        if stack.fleet_pid:
+            # the server side of the "is this host known" lookup: Fleet's work, not ours, in production
+            results["ours"]["cpu_per_enrollment_fleet_sim_process"] = summary(fleet_cpu)
+            results["ours"]["idle_cpu_fraction"]["fleet_sim"] = round(idle[stack.fleet_pid], 4)
         tput = {}
         for c in levels:
             rates, cpu_at = [], []
@@ -453,8 +463,9 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
         results["ours"]["client_cpu_ms_per_enrollment"] = _client_cpu_ms()
         results["ours"]["client"] = "devicegate.local.tools.enroll (AES-256-CBC, SHA-256; GetCACert + POST PKIOperation, " \
                                     "new TLS connection per request), one client process per concurrent client"
+        where = "its own process, counted separately" if stack.fleet_pid else "same process"
         results["ours"]["transport"] = "HTTPS (TLS 1.3, gateway in the stack process); each enrollment includes the " \
-                                       "stack's Fleet lookup (simulated Fleet, HTTPS, same process)"
+                                       f"stack's Fleet lookup (simulated Fleet, HTTPS, {where})"
         results["ours"]["ca_key_bits"] = _ca_bits(stack.endpoints["scep_ca"])
     finally:
         stack.stop()

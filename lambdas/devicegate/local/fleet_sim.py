@@ -836,3 +836,101 @@ class SimulatedFleet:
             message = "Resource Not Found" if exc.status == 404 else "Bad request"
             return self._send(handler, exc.status, _json_bytes(_fleet_error(message, str(exc))))
         self._send(handler, 200, _json_bytes(doc))
+
+
+# ---------------------------------------------------------------------- its own process
+
+
+def serve(argv: list[str] | None = None) -> int:
+    """``python -m devicegate.local.fleet_sim --state PATH --token-file PATH --ready-file PATH``:
+    the simulated Fleet as a process of its own, as a real Fleet is a server of its own. Once it
+    answers, its URL is written (atomically) to the ready file; SIGTERM or SIGINT stops it."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="devicegate.local.fleet_sim")
+    parser.add_argument("--state", required=True, help="the state file (hosts, policies, results)")
+    parser.add_argument("--token-file", required=True, help="a file holding the API token")
+    parser.add_argument("--ready-file", required=True, help="written with {'url': ...} once it serves")
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    token = Path(args.token_file).read_text().strip()
+    sim = SimulatedFleet(args.state, token=token, certfile=args.certfile, keyfile=args.keyfile,
+                         host=args.host, port=args.port).start()
+    ready = Path(args.ready_file)
+    tmp = ready.with_name(f".{ready.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"url": sim.url, "pid": os.getpid()}) + "\n")
+    os.replace(tmp, ready)
+    try:
+        stopping.wait()
+    finally:
+        sim.stop()
+        with sim._lock:  # a state write in progress finishes first
+            pass
+    return 0
+
+
+class SimulatedFleetProcess:
+    """:class:`SimulatedFleet` run by :func:`serve` in a child process (the local stack's Fleet):
+    its server side then costs the process that plays the Lambdas and the load balancers nothing."""
+
+    def __init__(self, state_path, *, token_file, certfile=None, keyfile=None, host: str = "127.0.0.1"):
+        self.state_path = Path(state_path)
+        self.token_file = Path(token_file)
+        self.certfile, self.keyfile, self.host = certfile, keyfile, host
+        self.process = None
+        self.url: str | None = None
+
+    def start(self, timeout: float = 30.0) -> "SimulatedFleetProcess":
+        import subprocess
+        import sys
+        import time
+
+        from .dynamo import _die_with_parent
+
+        ready = self.state_path.parent / ".fleet-sim-ready.json"
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "devicegate.local.fleet_sim", "--state", str(self.state_path),
+                "--token-file", str(self.token_file), "--ready-file", str(ready), "--host", self.host]
+        if self.certfile:
+            argv += ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile)]
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        start_new_session=True, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the simulated Fleet did not start (state {self.state_path})")
+            time.sleep(0.02)
+        self.url = json.loads(ready.read_text())["url"]
+        ready.unlink(missing_ok=True)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve())

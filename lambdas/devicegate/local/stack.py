@@ -250,14 +250,19 @@ class SyncLoop:
         self.thread.join(timeout=30)
 
 
-def _crl_usable(path: Path, margin_hours: float = 0) -> bool:
+def _crl_next_update(path: Path):
+    """The CRL file's nextUpdate (aware UTC), or None when it is missing, unreadable or has none."""
+    try:
+        return x509.load_pem_x509_crl(path.read_bytes()).next_update_utc
+    except (OSError, ValueError):
+        return None
+
+
+def _crl_usable(path: Path, margin_hours: float = 0, next_update=...) -> bool:
     from datetime import datetime, timedelta, timezone
 
-    try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
-        next_update = crl.next_update_utc
-    except (OSError, ValueError):
-        return False
+    if next_update is ...:
+        next_update = _crl_next_update(path)
     return next_update is not None and next_update - timedelta(hours=margin_hours) > datetime.now(timezone.utc)
 
 
@@ -296,10 +301,17 @@ class CrlWatch:
         self.thread = threading.Thread(target=self._run, name="devicegate-crl", daemon=True)
 
     def _run(self) -> None:
+        parsed: tuple[int, object] | None = None  # (mtime_ns, nextUpdate): the file is parsed once per change
         while not self.stopping.wait(0.5):
             try:
+                try:
+                    current = self.path.stat().st_mtime_ns
+                except FileNotFoundError:
+                    current = None
+                if parsed is None or parsed[0] != current:
+                    parsed = (current, _crl_next_update(self.path))
                 # like the daily publisher: a CRL a day from its nextUpdate is rebuilt
-                if not _crl_usable(self.path, margin_hours=24) and self.path.exists():
+                if not _crl_usable(self.path, margin_hours=24, next_update=parsed[1]) and self.path.exists():
                     publish_from_store(self.path.parent.parent)
                 mtime = self.path.stat().st_mtime_ns
                 if mtime != self.seen:
@@ -455,14 +467,16 @@ class LocalStack:
             if self.fleet_ca_bundle is not None and not self.fleet_ca_bundle.is_file():
                 raise SystemExit(f"--fleet-ca-bundle {self.fleet_ca_bundle}: no such file")
             return self.fleet_url, token, str(self.fleet_ca_bundle) if self.fleet_ca_bundle else None, "real"
-        from .fleet_sim import SimulatedFleet
+        from .fleet_sim import SimulatedFleetProcess
 
         token_path = self.state / "fleet" / "sim_token"
         if not token_path.exists():
             pki.write_private(token_path, secrets.token_urlsafe(32) + "\n")
         token = token_path.read_text().strip()
-        self.fleet_sim = SimulatedFleet(self.state / "fleet" / "sim_state.json", token=token,
-                                        certfile=str(material.tls_cert_path), keyfile=str(material.tls_key_path))
+        # A process of its own, as a real Fleet is a server of its own: its work is not the
+        # Lambdas' or the load balancers' (this process plays those).
+        self.fleet_sim = SimulatedFleetProcess(self.state / "fleet" / "sim_state.json", token_file=token_path,
+                                               certfile=material.tls_cert_path, keyfile=material.tls_key_path)
         self.fleet_sim.start()
         return self.fleet_sim.url, token, str(self.state / "tls" / "tls-ca.pem"), "simulated"
 
