@@ -45,7 +45,6 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
@@ -201,6 +200,8 @@ def _single_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
 def _is_unicode(text: str) -> bool:
     """False for lone surrogates: JSON can escape them (``"\\ud800"``), UTF-8 cannot encode them,
     and ALB never sends them; every later ``.encode()`` would raise."""
+    if text.isascii():  # O(1), and nearly every name and value is ASCII
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -313,10 +314,7 @@ class Response:
         if len(body) > MAX_RESPONSE_BYTES:  # ALB's limit is on the JSON, so after base64
             raise ValueError("response body exceeds ALB's 1 MB limit")
 
-        try:
-            description = f"{self.status} {HTTPStatus(self.status).phrase}"
-        except ValueError:
-            description = str(self.status)
+        description = _status_description(self.status)
         event: dict[str, Any] = {
             "statusCode": self.status,
             "statusDescription": description,
@@ -332,6 +330,24 @@ class Response:
                     raise ValueError(f"header {name!r} has {len(values)} values; needs multi-value headers")
             event["headers"] = {name: values[0] for name, values in headers.items()}
         return event
+
+
+_STATUS_DESCRIPTIONS: dict[int, str] = {}
+
+
+def _status_description(status: int) -> str:
+    """``"200 OK"``; http.HTTPStatus (an enum of some sixty members) is imported on the first
+    response rather than on every cold start, and each status is looked up once."""
+    description = _STATUS_DESCRIPTIONS.get(status)
+    if description is None:
+        from http import HTTPStatus
+
+        try:
+            description = f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            description = str(status)
+        _STATUS_DESCRIPTIONS[status] = description
+    return description
 
 
 def _check_header(name: Any, values: list[Any]) -> None:
@@ -456,8 +472,8 @@ _MAX_HEADER_CHARS = 4096
 _MAX_SERIAL_DIGITS = {"hex": 64, "decimal": 80}  # RFC 5280 allows 20 octets; leave slack
 _HEX_SERIAL = re.compile(r"[0-9A-Fa-f]+(?::[0-9A-Fa-f]+)*")
 _DEC_SERIAL = re.compile(r"[0-9]+")
-_INSTANT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"
-_VALIDITY = re.compile(rf"NotBefore=({_INSTANT});NotAfter=({_INSTANT})")
+_INSTANT = r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z"
+_VALIDITY = re.compile(rf"NotBefore={_INSTANT};NotAfter={_INSTANT}")
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 _PEM_END = "-----END CERTIFICATE-----"
 _BASE64_DER = re.compile(r"MI[A-Za-z0-9+/]+={0,2}")  # a DER SEQUENCE (0x30 0x8x ...) in base64
@@ -555,10 +571,11 @@ def _parse_validity(text: str) -> tuple[datetime, datetime]:
     match = _VALIDITY.fullmatch(text)
     if not match:
         raise MtlsHeaderError(f"validity header {text!r} is not NotBefore=...;NotAfter=...")
+    # The pattern fixed every field's digits; datetime() refuses what strptime would (month 13,
+    # February 30, hour 24, second 60), without strptime's per-call format parsing.
+    fields = [int(g) for g in match.groups()]
     try:
-        return tuple(  # type: ignore[return-value]
-            datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) for s in match.groups()
-        )
+        return (datetime(*fields[:6], tzinfo=timezone.utc), datetime(*fields[6:], tzinfo=timezone.utc))
     except ValueError as exc:
         raise MtlsHeaderError(f"validity header has an impossible date: {exc}") from None
 

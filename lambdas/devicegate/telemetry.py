@@ -59,11 +59,16 @@ def emf(record: dict, *, function: str, metrics: dict[str, str], dimensions: tup
     }
 
 
+# What json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=True) builds on every
+# call; encode() keeps no state between calls, so one serves every record (and every thread).
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=True)
+
+
 def emit(record: dict) -> None:
     """Write one record as one line (standard output, then every sink). Never raises: a
     record that cannot be written must not turn a decision into an error."""
     try:
-        line = json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=True)
+        line = _ENCODER.encode(record)
     except (TypeError, ValueError) as exc:
         line = json.dumps({"event": "telemetry_error", "error": str(exc)[:200]})
     with _lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import zlib
 from dataclasses import dataclass
@@ -205,11 +206,16 @@ def _parse(xml: bytes) -> etree._Element:
 # ------------------------------------------------------------------------------ signatures
 
 
+@functools.lru_cache(maxsize=8)  # the configured certificate, the same every request: its key is parsed once
+def _public_key(cert: x509.Certificate):
+    return cert.public_key()
+
+
 def _verify_detached(octets: bytes, sig_alg: str, signature: bytes, cert: x509.Certificate) -> None:
     if sig_alg not in SIG_ALGS:
         raise RequestRefused(f"signature algorithm {sig_alg[:100]} is not allowed (SHA-1 is refused)")
     hash_cls, key_type = SIG_ALGS[sig_alg]
-    key = cert.public_key()
+    key = _public_key(cert)
     if not isinstance(key, key_type):
         raise RequestRefused("the signature algorithm does not match Okta's key")
     try:

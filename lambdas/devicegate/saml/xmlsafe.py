@@ -7,6 +7,8 @@ signature and split the text a naive reader sees. Okta never sends either.
 
 from __future__ import annotations
 
+import threading
+
 from lxml import etree
 
 MAX_XML_BYTES = 64 * 1024
@@ -27,6 +29,18 @@ _PARSER_OPTIONS = dict(
 )
 
 
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    """One parser per thread, made on first use: an lxml parser may be reused for one document
+    after another, but not by two threads at once."""
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(**_PARSER_OPTIONS)
+    return parser
+
+
 def parse(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> etree._Element:
     if len(data) > max_bytes:
         raise UnsafeXml(f"XML of {len(data)} bytes exceeds {max_bytes}")
@@ -34,7 +48,7 @@ def parse(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> etree._Element:
     lowered = data.lower()
     if b"<!doctype" in lowered or b"<!entity" in lowered:
         raise UnsafeXml("XML with a DOCTYPE or entity declaration is refused")
-    parser = etree.XMLParser(**_PARSER_OPTIONS)
+    parser = _parser()
     try:
         root = etree.fromstring(data, parser=parser)
     except etree.XMLSyntaxError as exc:
@@ -42,11 +56,11 @@ def parse(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> etree._Element:
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
         raise UnsafeXml("XML with a DOCTYPE is refused")
-    for node in root.iter():
-        if isinstance(node, (etree._Comment, etree._ProcessingInstruction)):
-            raise UnsafeXml("XML with comments or processing instructions is refused")
+    # Only those node kinds, filtered inside lxml; the first in document order decides the message.
+    for node in root.iter(etree.Comment, etree.ProcessingInstruction, etree.Entity):
         if isinstance(node, etree._Entity):
             raise UnsafeXml("XML with entity references is refused")
+        raise UnsafeXml("XML with comments or processing instructions is refused")
     # Siblings of the root (comments, PIs before/after it) count too.
     for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
         raise UnsafeXml("XML with content outside the root element is refused")
