@@ -207,3 +207,17 @@ def test_profile_and_errors(stack, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "devicegate", "hosts", "--outputs", str(tmp_path / "none.json")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "pulumi stack output --json --show-secrets" in proc.stderr
+
+
+def test_only_an_allowed_login_records_that_a_certificate_is_in_use(stack, tmp_path):
+    """A blocked (or refused) login must not start the grace of a host's older certificates:
+    otherwise a second certificate enrolled for a UUID could get the first revoked."""
+    device = enrolled_device(stack, tmp_path / "mac", policies=(("FileVault enabled", "fail", True),))
+    assert login(stack, device).outcome == "blocked"
+    data, _ = cli(stack, "hosts", "--host", device.uuid)
+    assert data["hosts"][0]["certificates"][0]["first_used_at"] is None
+    set_result(stack, device.uuid, "FileVault enabled", "pass")
+    assert login(stack, device).outcome == "allowed"
+    data, _ = cli(stack, "hosts", "--host", device.uuid)
+    cert = data["hosts"][0]["certificates"][0]
+    assert cert["first_used_at"] is not None and cert["first_used_at"] == cert["last_used_at"]

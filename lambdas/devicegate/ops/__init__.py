@@ -62,6 +62,7 @@ def hosts(store, *, host_uuid: str | None = None, now: datetime | None = None) -
                 "issued_at": cert.issued_at.isoformat(),
                 "not_after": cert.not_after.isoformat(),
                 "first_used_at": cert.first_used_at.isoformat() if cert.first_used_at else None,
+                "last_used_at": cert.last_used_at.isoformat() if cert.last_used_at else None,
                 "revocation_reason": cert.revocation_reason,
             })
         if uuid in compliance:
