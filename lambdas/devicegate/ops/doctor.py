@@ -187,7 +187,7 @@ def _metadata(d):
     locations = {e.get("Location") for e in root.iter(f"{MD}SingleSignOnService")}
     if locations != {d.sso_url}:
         problems.append(f"SingleSignOnService locations {sorted(locations)} are not {d.sso_url}")
-    certs = [x509.load_der_x509_certificate(base64.b64decode(e.text)) for e in root.iter(f"{DS}X509Certificate")]
+    certs = metadata_certificates(root)
     expected = x509.load_pem_x509_certificate(d.idp_cert_pem.encode())
     if not certs or certs[0] != expected:
         problems.append("the first signing certificate is not the one the IdP signs with")
@@ -195,6 +195,11 @@ def _metadata(d):
         return "fail", "; ".join(problems)
     days = min((c.not_valid_after_utc - datetime.now(timezone.utc)).days for c in certs)
     return ("ok" if days >= 30 else "warn"), f"valid; {len(certs)} signing certificate(s), soonest expiry in {days} days"
+
+
+def metadata_certificates(root) -> list[x509.Certificate]:
+    """The signing certificates an IdP metadata document lists, in order (current first)."""
+    return [x509.load_der_x509_certificate(base64.b64decode(e.text)) for e in root.iter(f"{DS}X509Certificate")]
 
 
 def _trust_store(target, d):

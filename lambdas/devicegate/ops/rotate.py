@@ -19,8 +19,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from .targets import OpsError, _same_cert
@@ -35,7 +34,9 @@ def _fingerprint(pem: str | None) -> str | None:
 
 
 def _new_pair(now: datetime) -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    from ..local import pki
+
+    key = pki.new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"devicegate IdP signing key {now:%Y-%m-%d}")])
     cert = (
         x509.CertificateBuilder()
@@ -50,9 +51,7 @@ def _new_pair(now: datetime) -> tuple[str, str]:
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+    return pki.pem_cert(cert), pki.pem_key(key)
 
 
 def _read(target) -> dict:
@@ -155,7 +154,7 @@ def rotate(target, *, progress=lambda message: None, wait_seconds: float | None 
 def _wait_for_metadata(target, cert_pem: str, wait_seconds: float | None) -> float:
     """Until the IdP's metadata lists ``cert_pem`` first (it signs with it)."""
     from ..saml import xmlsafe
-    from .doctor import fetch
+    from .doctor import fetch, metadata_certificates
 
     deployment = target.deployment()
     limit = wait_seconds if wait_seconds is not None else (20.0 if target.kind == "local" else 150.0)
@@ -164,11 +163,7 @@ def _wait_for_metadata(target, cert_pem: str, wait_seconds: float | None) -> flo
     while True:
         try:
             _, _, body = fetch(deployment.metadata_url, deployment.tls_ca_pem)
-            root = xmlsafe.parse(body)
-            first = root.find(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
-            import base64
-
-            if first is not None and x509.load_der_x509_certificate(base64.b64decode(first.text)) == want:
+            if metadata_certificates(xmlsafe.parse(body))[:1] == [want]:
                 return time.monotonic() - started
         except Exception:  # noqa: BLE001 - keep polling until the limit
             pass
