@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -241,7 +242,7 @@ class Stack:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "devicegate", "local", "up", "--state-dir", str(self.state),
-                 "--sync-interval", "86400"],
+                 "--sync-interval", "86400", "--lambda-reports"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while not endpoints.exists():
@@ -273,6 +274,27 @@ class Stack:
         if self.proc is not None:
             common.stop_group(self.proc)
             self.proc = None
+
+    def log_offset(self) -> int:
+        return self.log.stat().st_size
+
+    def reports_since(self, offset: int) -> dict[str, dict[str, float]]:
+        """The gateway's Lambda-style REPORT lines written since ``offset``: per function, the
+        invocations and the summed handler duration and CPU (ms)."""
+        with open(self.log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+        found: dict[str, dict[str, float]] = {}
+        for m in _REPORT.finditer(text):
+            row = found.setdefault(m["function"], {"invocations": 0, "duration_ms": 0.0, "cpu_ms": 0.0})
+            row["invocations"] += 1
+            row["duration_ms"] += float(m["duration"])
+            row["cpu_ms"] += float(m["cpu"])
+        return found
+
+
+_REPORT = re.compile(r"REPORT RequestId: \S+ Function: (?P<function>\S+) Duration: (?P<duration>[0-9.]+) ms "
+                     r"CPU: (?P<cpu>[0-9.]+) ms")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -395,12 +417,14 @@ def _idle_rate(pids: list[int], seconds: float = 2.0) -> dict[int, float]:
     return {p: (common.proc_cpu_seconds(p) - before[p]) / seconds for p in pids}
 
 
-def _cpu_run(kind, target, pids, n, pool, out, hosts, idle) -> tuple[dict[int, float], float, int]:
+def _cpu_run(kind, target, pids, n, pool, out, hosts, idle, stack=None):
+    """(CPU ms per enrollment by PID, wall, failures, the stack's REPORT totals per function)."""
+    offset = stack.log_offset() if stack is not None else 0
     before = {p: common.proc_cpu_seconds(p) for p in pids}
     wall, failures = _run_clients(kind, target, 1, n, pool, out, hosts)
     after = {p: common.proc_cpu_seconds(p) for p in pids}
     per = {p: max(0.0, (after[p] - before[p]) - idle[p] * wall) / n * 1000 for p in pids}
-    return per, wall, failures
+    return per, wall, failures, (stack.reports_since(offset) if stack is not None else {})
 
 
 def _free_port() -> int:
@@ -431,9 +455,13 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
         pids = [stack.pid, stack.moto_pid] + ([stack.fleet_pid] if stack.fleet_pid else [])
         idle = _idle_rate(pids)
         stack_cpu, moto_cpu, fleet_cpu, seq_rate, failures = [], [], [], [], 0
+        lambda_cpu, lambda_wall, invocations = [], [], []
         for _ in range(repeats):
             chunk, hosts = hosts[:n], hosts[n:]
-            per, wall, fails = _cpu_run("ours", {"state": state}, pids, n, pool, out, chunk, idle)
+            per, wall, fails, reports = _cpu_run("ours", {"state": state}, pids, n, pool, out, chunk, idle, stack)
+            lambda_cpu.append(sum(r["cpu_ms"] for r in reports.values()) / n)
+            lambda_wall.append(sum(r["duration_ms"] for r in reports.values()) / n)
+            invocations.append({f: r["invocations"] / n for f, r in reports.items()})
             stack_cpu.append(per[stack.pid])
             moto_cpu.append(per[stack.moto_pid])
             if stack.fleet_pid:
@@ -441,6 +469,12 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
             seq_rate.append(n / wall)
             failures += fails
         results["ours"]["cpu_per_enrollment_stack_process"] = summary(stack_cpu)
+        # what the Lambda functions cost (the handlers, per the gateway's REPORT lines); the rest
+        # of the stack process is the load balancer stand-in (TLS, HTTP, event JSON)
+        results["ours"]["cpu_per_enrollment_lambda"] = summary(lambda_cpu)
+        results["ours"]["duration_per_enrollment_lambda"] = summary(lambda_wall)
+        results["ours"]["cpu_per_enrollment_gateway"] = summary([s - l for s, l in zip(stack_cpu, lambda_cpu)])
+        results["ours"]["lambda_invocations_per_enrollment"] = invocations[-1] if invocations else {}
         results["ours"]["cpu_per_enrollment_moto_process"] = summary(moto_cpu)
         results["ours"]["idle_cpu_fraction"] = {"stack": round(idle[stack.pid], 4), "moto": round(idle[stack.moto_pid], 4)}
         if stack.fleet_pid:
@@ -492,7 +526,7 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
         idle = _idle_rate(pids)
         cpu, failures = [], 0
         for _ in range(repeats):
-            per, wall, fails = _cpu_run("scepserver", target, pids, n, pool, out, None, idle)
+            per, wall, fails, _ = _cpu_run("scepserver", target, pids, n, pool, out, None, idle)
             cpu.append(per[proc.pid])
             failures += fails
         results["scepserver"]["cpu_per_enrollment"] = summary(cpu)

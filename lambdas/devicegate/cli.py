@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fleet-token-file", type=Path, help="file holding that Fleet's API token")
     up.add_argument("--fleet-ca-bundle", type=Path, help="CA bundle for a Fleet with a private TLS CA")
     up.add_argument("--sync-interval", type=float, default=60.0, help="seconds between syncs (default 60)")
+    up.add_argument("--lambda-reports", action="store_true",
+                    help="log a Lambda-style REPORT line (duration and CPU of the handler) per invocation")
     up.add_argument("--aws-fault-proxy", action="store_true",
                     help="route the handlers' AWS calls through a fault-injecting proxy (failure tests; "
                          "switch it at endpoints.json's aws_fault_proxy.admin_url)")
@@ -248,7 +250,9 @@ def _main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command == "local" and args.local_command == "up":
-        from .local import stack
+        from .local import gateway, stack
+
+        gateway.report_log.setLevel(logging.INFO if args.lambda_reports or args.verbose else logging.WARNING)
 
         return stack.run(args.state_dir, public_port=args.public_port, device_port=args.device_port,
                          fleet_url=args.fleet_url, fleet_token_file=args.fleet_token_file,

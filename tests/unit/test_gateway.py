@@ -340,6 +340,53 @@ def test_keep_alive(gateway, pki):
         conn.close()
 
 
+def test_a_reply_is_one_write_with_no_nagle_delay(gateway, pki):
+    """Headers and body leave in one TLS record (one recv() returns both), for handler replies
+    and the gateway's own; the accepted socket has TCP_NODELAY (a second small write would
+    otherwise wait for the client's delayed ACK)."""
+    for target, body in (("/echo", b'"function": "devicegate-echo"'), ("/nope", b"Not Found")):
+        with socket.create_connection(("127.0.0.1", gateway.public_port), timeout=10) as sock:
+            with client_context(pki).wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+                tls.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                first = tls.recv(65536)
+        head, _, rest = first.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *([0-9]+)", head).group(1))
+        assert len(rest) == length and body in rest, first[:200]
+    server = gateway._servers["public"]
+    accepted: list[int] = []
+    original = server.get_request
+
+    def get_request():
+        conn, address = original()
+        accepted.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return conn, address
+
+    server.get_request = get_request
+    try:
+        request(gateway.public_port, client_context(pki), target="/echo")
+    finally:
+        del server.get_request
+    assert accepted and all(accepted), accepted
+
+
+def test_report_lines_give_each_invocation_its_duration_and_cpu(gateway, pki, caplog):
+    from devicegate.local import gateway as gateway_mod
+
+    assert gateway_mod.report_log.level == logging.WARNING  # off by default
+    gateway_mod.report_log.setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO, logger="devicegate.lambda.report"):
+            request(gateway.public_port, client_context(pki), target="/echo")
+            request(gateway.public_port, client_context(pki), target="/nope")  # no handler: no REPORT
+    finally:
+        gateway_mod.report_log.setLevel(logging.WARNING)
+    reports = [r.getMessage() for r in caplog.records if r.name == "devicegate.lambda.report"]
+    assert len(reports) == 1, reports
+    m = re.fullmatch(r"REPORT RequestId: [0-9a-f-]{36} Function: (\S+) Duration: ([0-9.]+) ms CPU: ([0-9.]+) ms",
+                     reports[0])
+    assert m and m[1].startswith("devicegate-") and float(m[2]) > 0 and float(m[3]) >= 0, reports
+
+
 # ------------------------------------------------------------------ device listener
 
 
