@@ -6,6 +6,7 @@ keep-alive, TLS verification and boto3 fallback of the client."""
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import ssl
 import threading
@@ -405,6 +406,20 @@ def test_connections_are_kept_alive_per_thread(endpoint):
     t.start()
     t.join()
     assert done and c.connections_opened == 2
+
+
+def test_a_request_leaves_in_one_write(endpoint, monkeypatch):
+    """Headers and body in one send (one segment, one TLS record); the endpoint still reads
+    them as one well-formed request, and keep-alive goes on."""
+    sends = []
+    real_send = http.client.HTTPConnection.send
+    monkeypatch.setattr(http.client.HTTPConnection, "send", lambda self, data: (sends.append(data), real_send(self, data))[1])
+    c = client(endpoint)
+    for n in (1, 2):
+        c.put_item(TableName="t", Item={"pk": {"S": "x" * 3000 * n}})
+        assert len(sends) == n and sends[-1].startswith(b"POST / HTTP/1.1\r\n") and sends[-1].endswith(b"x" * 100 + b'"}}}')
+    assert [len(r["body"]) for r in endpoint.requests] == [int(r["headers"]["Content-Length"]) for r in endpoint.requests]
+    assert json.loads(endpoint.requests[1]["body"])["Item"]["pk"]["S"] == "x" * 6000 and c.connections_opened == 1
 
 
 def test_https_verifies_the_certificate_and_the_host_name(tmp_path, monkeypatch, env):
