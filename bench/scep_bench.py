@@ -495,8 +495,9 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
         results["ours"]["throughput"] = tput
         results["ours"]["failures"] = failures
         results["ours"]["client_cpu_ms_per_enrollment"] = _client_cpu_ms()
-        results["ours"]["client"] = "devicegate.local.tools.enroll (AES-256-CBC, SHA-256; GetCACert + POST PKIOperation, " \
-                                    "new TLS connection per request), one client process per concurrent client"
+        results["ours"]["client"] = "devicegate.local.tools.enroll (AES-256-CBC, SHA-256; GetCACert + POST PKIOperation " \
+                                    "over one kept-alive TLS connection per enrollment, as scepclient keeps one HTTP " \
+                                    "connection per run), one client process per concurrent client"
         where = "its own process, counted separately" if stack.fleet_pid else "same process"
         results["ours"]["transport"] = "HTTPS (TLS 1.3, gateway in the stack process); each enrollment includes the " \
                                        f"stack's Fleet lookup (simulated Fleet, HTTPS, {where})"
@@ -545,7 +546,8 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
         results["scepserver"]["client_cpu_ms_per_enrollment"] = _client_cpu_ms()
         results["scepserver"]["ca_key_bits"] = _ca_bits((depot / "ca.pem").read_text())
         results["scepserver"]["client"] = "micromdm scepclient 2.1.0 (single DES, SHA-1; GetCACaps + GetCACert + " \
-                                          "PKIOperation), one process per enrollment, pre-generated 2048-bit key"
+                                          "PKIOperation over one kept-alive HTTP connection), one process per " \
+                                          "enrollment, pre-generated 2048-bit key"
         results["scepserver"]["transport"] = "plain HTTP; binds every interface (it has no listen-address option: " \
                                              "-port 127.0.0.1:P fails with 'too many colons'); driven via 127.0.0.1"
     finally:

@@ -78,6 +78,26 @@ def test_enroll_by_post(stack, public):
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [f"urn:device:apple:uuid:{host}"]
 
 
+def test_builtin_client_enrolls_over_one_kept_alive_connection(stack, public, tmp_path, monkeypatch):
+    """devicegate's own client sends GetCACert and PKIOperation over one TLS connection (as
+    scepclient does for its run), and replaces a connection the server closed while idle."""
+    from devicegate.local import tools
+
+    sessions = []
+    real_exit = tools.HttpsSession.__exit__
+    monkeypatch.setattr(tools.HttpsSession, "__exit__", lambda self, *exc: (sessions.append(self), real_exit(self, *exc))[1])
+    host = fleet_host(stack, policies=(), sync=False)
+    sessions.clear()
+    enrolled = tools.enroll(stack.state_dir, tmp_path / "one", host)
+    assert enrolled.host_uuid == host and [s.connections for s in sessions] == [1]
+
+    with tools.HttpsSession(public) as session:  # the server hangs up an idle connection: one new one
+        assert session.request(stack.endpoints["public_url"] + "/healthz")[0] == 200
+        session.conn.sock.shutdown(__import__("socket").SHUT_RDWR)
+        assert session.request(stack.endpoints["public_url"] + "/healthz")[0] == 200
+        assert session.connections == 2
+
+
 @pytest.mark.parametrize("style", ["percent-encoded", "macos-only-equals-escaped", "line-wrapped"])
 def test_enroll_by_get(stack, public, style):
     key = h.key()

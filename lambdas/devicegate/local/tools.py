@@ -42,16 +42,65 @@ def _context(e: dict, cert: Path | None = None, key: Path | None = None) -> ssl.
     return ctx
 
 
-def https_request(url: str, ctx, method="GET", body: bytes | None = None, headers=None, raw_path=None):
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx, timeout=30)
-    try:
-        conn.request(method, raw_path or (parts.path + (f"?{parts.query}" if parts.query else "")), body=body,
-                     headers=headers or {})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
+def https_request(url: str, ctx, method="GET", body: bytes | None = None, headers=None, raw_path=None,
+                  session: "HttpsSession | None" = None):
+    """One request; on ``session``'s kept-alive connection when given, else on a new one."""
+    if session is not None:
+        return session.request(url, method, body, headers, raw_path)
+    with HttpsSession(ctx) as own:
+        return own.request(url, method, body, headers, raw_path)
+
+
+class HttpsSession:
+    """Requests to one origin over one kept-alive TLS connection, as SCEP clients do for the
+    requests of one enrollment (micromdm's scepclient sends GetCACaps, GetCACert and
+    PKIOperation over one connection). A connection the server closed while idle is
+    replaced once."""
+
+    def __init__(self, ctx: ssl.SSLContext):
+        self.ctx = ctx
+        self.conn: http.client.HTTPSConnection | None = None
+        self.origin: tuple[str, int | None] | None = None
+        self.connections = 0
+
+    def request(self, url: str, method="GET", body: bytes | None = None, headers=None, raw_path=None):
+        parts = urllib.parse.urlsplit(url)
+        if self.origin != (parts.hostname, parts.port):
+            self.close()
+            self.origin = (parts.hostname, parts.port)
+        target = raw_path or (parts.path + (f"?{parts.query}" if parts.query else ""))
+        for attempt in (0, 1):
+            reused = self.conn is not None
+            if self.conn is None:
+                self.conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=self.ctx, timeout=30)
+                self.connections += 1
+            try:
+                self.conn.request(method, target, body=body, headers=headers or {})
+                response = self.conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLEOFError):
+                self.close()
+                if reused and attempt == 0:
+                    continue  # the server had closed the idle connection: once more on a new one
+                raise
+            except BaseException:
+                self.close()
+                raise
+            if response.will_close:
+                self.close()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> "HttpsSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ------------------------------------------------------------------------------ enroll
@@ -87,21 +136,21 @@ def enroll(state_dir: Path, out_dir: Path, host_uuid: str | None = None, challen
         .add_attribute(AttributeOID.CHALLENGE_PASSWORD, (challenge or e["scep_challenge"]).encode())
         .sign(key, hashes.SHA256())
     )
-    ctx = _context(e)
-    status, _, ca_der = https_request(e["scep_url"] + "?operation=GetCACert", ctx)
-    if status != 200:
-        raise ToolError(f"GetCACert answered {status}")
-    ca = x509.load_der_x509_certificate(ca_der)
-    message, _ = protocol.build_pki_message(
-        message_type=protocol.MessageType.PKCS_REQ,
-        inner=csr.public_bytes(Encoding.DER),
-        recipient=ca,
-        signer_cert=pki.signing_certificate("SCEP requester", key),
-        signer_key=key,
-        transaction_id=os.urandom(16).hex(),
-    )
-    status, _, body = https_request(e["scep_url"] + "?operation=PKIOperation", ctx, "POST", message,
-                               {"Content-Type": "application/x-pki-message"})
+    with HttpsSession(_context(e)) as session:
+        status, _, ca_der = session.request(e["scep_url"] + "?operation=GetCACert")
+        if status != 200:
+            raise ToolError(f"GetCACert answered {status}")
+        ca = x509.load_der_x509_certificate(ca_der)
+        message, _ = protocol.build_pki_message(
+            message_type=protocol.MessageType.PKCS_REQ,
+            inner=csr.public_bytes(Encoding.DER),
+            recipient=ca,
+            signer_cert=pki.signing_certificate("SCEP requester", key),
+            signer_key=key,
+            transaction_id=os.urandom(16).hex(),
+        )
+        status, _, body = session.request(e["scep_url"] + "?operation=PKIOperation", "POST", message,
+                                          {"Content-Type": "application/x-pki-message"})
     if status != 200:
         raise ToolError(f"PKIOperation answered HTTP {status}: {body[:200]!r}")
     reply = protocol.parse_cert_rep(body, ca_cert=ca, requester_key=key)
