@@ -95,6 +95,53 @@ def test_retry_returns_the_same_certificate_and_issues_nothing_new(authority, st
     assert len(store.host_certificates(host)) == 1
 
 
+def test_a_first_request_costs_one_write_and_no_read(authority, store, monkeypatch):
+    calls = []
+    real = type(store)._call
+    monkeypatch.setattr(type(store), "_call", lambda self, op, **kw: (calls.append(op), real(self, op, **kw))[1])
+    key = h.key()
+    reply = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key)[0], key)
+    assert reply.status is PkiStatus.SUCCESS and calls == ["transact_write_items"]
+
+
+def test_a_retry_gets_its_certificate_after_the_challenge_rotated_or_fleet_dropped_the_host(store, scep_ca):
+    cert, ca_key = scep_ca
+    state = {"challenge": "secret", "known": True}
+    auth = Authority(ca_cert=cert, ca_key=ca_key, store=store, challenge=lambda: state["challenge"], validity_days=30,
+                     accept_cn_uuid=False, host_known=lambda uuid: state["known"])
+    key = h.key()
+    host = h.new_uuid()
+    csr = h.make_csr(key, host_uuid=host)
+    first, _, _, signer = h.pkcs_req(cert, private_key=key, csr=csr, transaction_id="rotated")
+    issued = enroll(auth, first, key).certificates[0]
+    state["challenge"] = "rotated"
+    retry = h.pkcs_req(cert, private_key=key, csr=csr, transaction_id="rotated", signer_cert=signer)[0]
+    assert enroll(auth, retry, key).certificates[0].serial_number == issued.serial_number
+    state["known"] = False
+    retry = h.pkcs_req(cert, private_key=key, csr=csr, transaction_id="rotated", signer_cert=signer)[0]
+    assert enroll(auth, retry, key).certificates[0].serial_number == issued.serial_number
+    # a new CSR under that transaction is a new request: the checks apply to it
+    other = h.pkcs_req(cert, private_key=key, csr=h.make_csr(key, host_uuid=host, cn="new"), transaction_id="rotated",
+                       signer_cert=signer)[0]
+    expect_failure(auth, other, key, FailInfo.BAD_REQUEST, "challenge")
+    assert len(store.host_certificates(host)) == 1
+
+
+def test_a_refusal_is_the_answer_even_when_the_store_is_down(scep_ca):
+    from devicegate import store as store_mod
+
+    class Down:
+        def get_transaction(self, key):
+            raise store_mod.StoreUnavailable("down")
+
+    cert, ca_key = scep_ca
+    auth = Authority(ca_cert=cert, ca_key=ca_key, store=Down(), challenge=lambda: "secret", validity_days=30,
+                     accept_cn_uuid=False)
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge="wrong")
+    expect_failure(auth, h.pkcs_req(cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "challenge")
+
+
 def test_concurrent_retries_issue_one_certificate(authority, store):
     key = h.key()
     host = h.new_uuid()

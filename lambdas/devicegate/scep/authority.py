@@ -314,30 +314,20 @@ class Authority:
         csr_sha256 = hashlib.sha256(facts.der).hexdigest()
         key = self._transaction_key(request)
         # A retried request (same requester, transactionID and CSR) gets what it got before and
-        # nothing new; the same key with a new CSR (a re-enrollment) is a new issuance.
-        previous = self.store.get_transaction(key)
-        if previous is not None and hmac.compare_digest(previous.csr_sha256, csr_sha256):
-            return self._recorded_certificate(previous)
-
-        renewed_from = None
-        if request.message_type == MessageType.RENEWAL_REQ:
-            host_uuid, renewed_from = self._check_renewal(request, facts)
-        else:
-            if not challenge_matches(facts.challenge, self.challenge()):
-                raise Refusal(FailInfo.BAD_REQUEST, "the challenge password is wrong or missing")
-            host_uuid = facts.host_uuid
-        if host_uuid is None:
-            raise Refusal(
-                FailInfo.BAD_REQUEST,
-                f"the CSR has no SAN URI {UUID_URI_PREFIX}<hardware UUID> naming the host",
-            )
+        # nothing new; the same key with a new CSR (a re-enrollment) is a new issuance. The
+        # transaction is looked up only when it matters: when the checks refuse (a retry
+        # still gets its certificate after the challenge rotated or Fleet dropped the host)
+        # and when recording finds it exists; a first request costs one write, no read.
         try:
-            known = self.host_known(host_uuid)
-        except Exception as exc:  # Fleet unreachable: fail closed, say why
-            log.warning("checking host %s with Fleet failed: %s", host_uuid, exc)
-            raise Refusal(FailInfo.BAD_REQUEST, "the CA cannot check this host with Fleet right now; retry later") from None
-        if not known:
-            raise Refusal(FailInfo.BAD_REQUEST, f"host {host_uuid} is not known to Fleet")
+            host_uuid, renewed_from = self._checked_host(request, facts)
+        except Refusal:
+            try:
+                previous = self.store.get_transaction(key)
+            except store_mod.StoreUnavailable:
+                previous = None  # the refusal is the answer either way
+            if previous is not None and hmac.compare_digest(previous.csr_sha256, csr_sha256):
+                return self._recorded_certificate(previous)
+            raise
 
         now = self.clock()
         certificate = build_certificate(
@@ -368,17 +358,48 @@ class Authority:
             kind="renewal" if renewed_from is not None else "enroll",
             renewed_from=renewed_from,
         )
-        # The certificate leaves only once it is recorded; a concurrent retry that recorded
-        # first wins, and we answer with its certificate instead.
-        try:
-            self.store.record_issuance(transaction, record, replaces=previous.csr_sha256 if previous else None)
-        except store_mod.AlreadyRecorded:
-            winner = self.store.get_transaction(key)
-            if winner is None or not hmac.compare_digest(winner.csr_sha256, csr_sha256):
-                raise Refusal(FailInfo.BAD_REQUEST, "a concurrent request with this transactionID won; retry") from None
-            return self._recorded_certificate(winner)
+        # The certificate leaves only once it is recorded. The write is conditional on the
+        # transaction being new, or on it still holding the CSR we read (a re-enrollment
+        # replaces it); a concurrent request that changed it first wins, and a retry of the
+        # request that won is answered with its certificate.
+        replaces = None
+        for _attempt in range(2):
+            try:
+                self.store.record_issuance(transaction, record, replaces=replaces)
+                break
+            except store_mod.AlreadyRecorded:
+                existing = self.store.get_transaction(key)
+                if existing is not None and hmac.compare_digest(existing.csr_sha256, csr_sha256):
+                    return self._recorded_certificate(existing)
+                if existing is None or replaces is not None:
+                    raise Refusal(FailInfo.BAD_REQUEST, "a concurrent request with this transactionID won; retry") from None
+                replaces = existing.csr_sha256  # a re-enrollment: supersede that transaction
         log.info("issued certificate serial=%x host=%s kind=%s", certificate.serial_number, host_uuid, record.kind)
         return certificate
+
+    def _checked_host(self, request: protocol.PkiMessage, facts: CsrFacts) -> tuple[str, int | None]:
+        """The host the certificate is for (and the serial a renewal renews), once the request
+        may have it: challenge (or renewing certificate) right, host named and known to Fleet."""
+        renewed_from = None
+        if request.message_type == MessageType.RENEWAL_REQ:
+            host_uuid, renewed_from = self._check_renewal(request, facts)
+        else:
+            if not challenge_matches(facts.challenge, self.challenge()):
+                raise Refusal(FailInfo.BAD_REQUEST, "the challenge password is wrong or missing")
+            host_uuid = facts.host_uuid
+        if host_uuid is None:
+            raise Refusal(
+                FailInfo.BAD_REQUEST,
+                f"the CSR has no SAN URI {UUID_URI_PREFIX}<hardware UUID> naming the host",
+            )
+        try:
+            known = self.host_known(host_uuid)
+        except Exception as exc:  # Fleet unreachable: fail closed, say why
+            log.warning("checking host %s with Fleet failed: %s", host_uuid, exc)
+            raise Refusal(FailInfo.BAD_REQUEST, "the CA cannot check this host with Fleet right now; retry later") from None
+        if not known:
+            raise Refusal(FailInfo.BAD_REQUEST, f"host {host_uuid} is not known to Fleet")
+        return host_uuid, renewed_from
 
     def _check_renewal(self, request: protocol.PkiMessage, facts: CsrFacts) -> tuple[str, int]:
         """A RenewalReq is signed by a current certificate of ours; it renews that host."""
