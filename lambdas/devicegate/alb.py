@@ -48,6 +48,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from .record import frozen
+
 if TYPE_CHECKING:
     from cryptography import x509
 
@@ -100,7 +102,7 @@ def _is_text_response_type(content_type: str) -> bool:
 # --------------------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True)
+@frozen
 class Request:
     method: str
     path: str
@@ -111,6 +113,11 @@ class Request:
     body: bytes
     multi_value: bool  # the response must use the same header style as the event
     source_ip: str | None
+
+    def __init__(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, list[str]],
+                 body: bytes, multi_value: bool, source_ip: str | None):
+        self.__dict__.update(method=method, path=path, query=query, headers=headers, body=body,
+                             multi_value=multi_value, source_ip=source_ip)
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
@@ -411,11 +418,14 @@ def build_event(
     return event
 
 
-@dataclass(frozen=True)
+@frozen
 class HttpReply:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes):
+        self.__dict__.update(status=status, headers=headers, body=body)
 
 
 def parse_response(result: Any) -> HttpReply:
@@ -479,7 +489,7 @@ _PEM_END = "-----END CERTIFICATE-----"
 _BASE64_DER = re.compile(r"MI[A-Za-z0-9+/]+={0,2}")  # a DER SEQUENCE (0x30 0x8x ...) in base64
 
 
-@dataclass(frozen=True)
+@frozen
 class ClientCert:
     serial: int
     leaf: x509.Certificate | None
@@ -487,6 +497,11 @@ class ClientCert:
     issuer: str | None
     not_before: datetime | None
     not_after: datetime | None
+
+    def __init__(self, serial: int, leaf: x509.Certificate | None, subject: str | None, issuer: str | None,
+                 not_before: datetime | None, not_after: datetime | None):
+        self.__dict__.update(serial=serial, leaf=leaf, subject=subject, issuer=issuer, not_before=not_before,
+                             not_after=not_after)
 
     @property
     def serial_hex(self) -> str:

@@ -11,9 +11,10 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
+
+from .record import frozen
 
 if TYPE_CHECKING:  # imported where a certificate or key is parsed: the webhook, the sync and
     # /healthz read settings but never parse one, and need not load cryptography at all
@@ -30,7 +31,7 @@ class ConfigError(RuntimeError):
         self.key = key
 
 
-@dataclass(frozen=True)
+@frozen
 class ScepSettings:
     table: str
     ca_secret_id: str
@@ -38,8 +39,14 @@ class ScepSettings:
     cert_validity_days: int = 365
     accept_cn_uuid: bool = False
 
+    def __init__(self, table: str, ca_secret_id: str, scep_challenge_secret_id: str, cert_validity_days: int = 365,
+                 accept_cn_uuid: bool = False):
+        self.__dict__.update(table=table, ca_secret_id=ca_secret_id,
+                             scep_challenge_secret_id=scep_challenge_secret_id,
+                             cert_validity_days=cert_validity_days, accept_cn_uuid=accept_cn_uuid)
 
-@dataclass(frozen=True)
+
+@frozen
 class IdpSettings:
     table: str
     ca_secret_id: str  # the CA certificate: device certificates must chain to it
@@ -64,6 +71,26 @@ class IdpSettings:
     serial_header: str = "x-amzn-mtls-clientcert-serial-number"
     serial_format: str = "hex"
     leaf_header: str = "x-amzn-mtls-clientcert-leaf"
+
+    def __init__(self, table: str, ca_secret_id: str, idp_key_secret_id: str, entity_id: str, sso_url: str,
+                 okta_audience: str, okta_acs_url: str, okta_sp_cert_pem: str,
+                 require_signed_requests: bool = True, clock_skew_seconds: int = 120,
+                 key_refresh_seconds: int = 60, sign_response: bool = True, name_id_from_device_user: bool = False,
+                 fail_mode: str = "closed", max_data_age_seconds: int = 7200, strict_policies: bool = False,
+                 require_device_user: bool = False, allow_bypass: bool = False, bypass_window_seconds: int = 86400,
+                 my_device_url: str | None = None, serial_header: str = "x-amzn-mtls-clientcert-serial-number",
+                 serial_format: str = "hex", leaf_header: str = "x-amzn-mtls-clientcert-leaf"):
+        self.__dict__.update(table=table, ca_secret_id=ca_secret_id, idp_key_secret_id=idp_key_secret_id,
+                             entity_id=entity_id, sso_url=sso_url, okta_audience=okta_audience,
+                             okta_acs_url=okta_acs_url, okta_sp_cert_pem=okta_sp_cert_pem,
+                             require_signed_requests=require_signed_requests,
+                             clock_skew_seconds=clock_skew_seconds, key_refresh_seconds=key_refresh_seconds,
+                             sign_response=sign_response, name_id_from_device_user=name_id_from_device_user,
+                             fail_mode=fail_mode, max_data_age_seconds=max_data_age_seconds,
+                             strict_policies=strict_policies, require_device_user=require_device_user,
+                             allow_bypass=allow_bypass, bypass_window_seconds=bypass_window_seconds,
+                             my_device_url=my_device_url, serial_header=serial_header, serial_format=serial_format,
+                             leaf_header=leaf_header)
 
 
 def _required(env, key: str, fix: str) -> str:
@@ -193,7 +220,7 @@ def cert_headers_from_env(env=None) -> dict[str, str]:
     return {**names, "serial_format": _choice(env, "DEVICEGATE_SERIAL_FORMAT", "hex", ("hex", "decimal"))}
 
 
-@dataclass(frozen=True)
+@frozen
 class FleetSettings:
     """Fleet, for the sync, the webhook, "check again" and SCEP's "is this host known"."""
 
@@ -207,6 +234,16 @@ class FleetSettings:
     max_data_age_seconds: int = 7200
     max_delete_fraction: float = 0.1
     superseded_grace_hours: float = 24.0  # older certificates of a host live this long after a newer one is used
+
+    def __init__(self, url: str | None, token_secret_id: str | None, ca_bundle: str | None = None,
+                 enforced_policies: str = "", webhook_secret_id: str | None = None,
+                 require_known_host: bool = True, sync_concurrency: int = 8, max_data_age_seconds: int = 7200,
+                 max_delete_fraction: float = 0.1, superseded_grace_hours: float = 24.0):
+        self.__dict__.update(url=url, token_secret_id=token_secret_id, ca_bundle=ca_bundle,
+                             enforced_policies=enforced_policies, webhook_secret_id=webhook_secret_id,
+                             require_known_host=require_known_host, sync_concurrency=sync_concurrency,
+                             max_data_age_seconds=max_data_age_seconds, max_delete_fraction=max_delete_fraction,
+                             superseded_grace_hours=superseded_grace_hours)
 
     @property
     def enabled(self) -> bool:

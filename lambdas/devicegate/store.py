@@ -24,8 +24,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone
+
+from .record import frozen
 
 TTL_ATTRIBUTE = "expires_at"
 
@@ -38,7 +40,7 @@ class AlreadyRecorded(Exception):
     """A conditional write found the item already there."""
 
 
-@dataclass(frozen=True)
+@frozen
 class CertificateRecord:
     serial: int
     host_uuid: str
@@ -56,16 +58,31 @@ class CertificateRecord:
     first_used_at: datetime | None = None  # first allowed login with it (starts the grace of older ones)
     last_used_at: datetime | None = None  # an allowed login with it, recorded at most hourly
 
+    def __init__(self, serial: int, host_uuid: str, status: str, not_before: datetime, not_after: datetime,
+                 issued_at: datetime, der: bytes, subject: str = "", transaction_key: str = "",
+                 kind: str = "enroll", renewed_from: int | None = None, revoked_at: datetime | None = None,
+                 revocation_reason: str | None = None, first_used_at: datetime | None = None,
+                 last_used_at: datetime | None = None):
+        self.__dict__.update(serial=serial, host_uuid=host_uuid, status=status, not_before=not_before,
+                             not_after=not_after, issued_at=issued_at, der=der, subject=subject,
+                             transaction_key=transaction_key, kind=kind, renewed_from=renewed_from,
+                             revoked_at=revoked_at, revocation_reason=revocation_reason,
+                             first_used_at=first_used_at, last_used_at=last_used_at)
+
     def is_active(self, now: datetime) -> bool:
         return self.status == "active" and self.not_before <= now < self.not_after
 
 
-@dataclass(frozen=True)
+@frozen
 class Transaction:
     key: str
     csr_sha256: str
     requester_spki_sha256: str
     serial: int
+
+    def __init__(self, key: str, csr_sha256: str, requester_spki_sha256: str, serial: int):
+        self.__dict__.update(key=key, csr_sha256=csr_sha256, requester_spki_sha256=requester_spki_sha256,
+                             serial=serial)
 
 
 def serial_key(serial: int) -> str:

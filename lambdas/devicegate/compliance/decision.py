@@ -14,9 +14,10 @@ the host; ``strict`` turns a missing result into a failure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+
+from ..record import frozen
 
 ALLOW, BLOCK, UNKNOWN = "allow", "block", "unknown"
 
@@ -26,7 +27,7 @@ class FailMode(str, Enum):
     OPEN = "open"
 
 
-@dataclass(frozen=True)
+@frozen
 class PolicyResult:
     policy_id: str
     name: str
@@ -34,8 +35,13 @@ class PolicyResult:
     critical: bool = False
     resolution: str | None = None  # Fleet's resolution text, shown to the user
 
+    def __init__(self, policy_id: str, name: str, result: str | None, critical: bool = False,
+                 resolution: str | None = None):
+        self.__dict__.update(policy_id=policy_id, name=name, result=result, critical=critical,
+                             resolution=resolution)
 
-@dataclass(frozen=True)
+
+@frozen
 class HostCompliance:
     host_uuid: str
     hostname: str | None
@@ -44,29 +50,49 @@ class HostCompliance:
     synced_at: datetime | None
     device_users: tuple[str, ...] = ()  # emails/usernames Fleet maps to the host
 
+    def __init__(self, host_uuid: str, hostname: str | None, team_id: str | None,
+                 results: tuple[PolicyResult, ...], synced_at: datetime | None,
+                 device_users: tuple[str, ...] = ()):
+        self.__dict__.update(host_uuid=host_uuid, hostname=hostname, team_id=team_id, results=results,
+                             synced_at=synced_at, device_users=device_users)
 
-@dataclass(frozen=True)
+
+@frozen
 class Rules:
     max_age: timedelta = timedelta(hours=2)
     fail_mode: FailMode = FailMode.CLOSED
     strict: bool = False  # a policy with no result fails the host
     require_device_user: bool = False  # the Okta user must be one of the device's users
 
+    def __init__(self, max_age: timedelta = timedelta(hours=2),
+                 fail_mode: FailMode = FailMode.CLOSED, strict: bool = False,
+                 require_device_user: bool = False):
+        self.__dict__.update(max_age=max_age, fail_mode=fail_mode, strict=strict,
+                             require_device_user=require_device_user)
 
-@dataclass(frozen=True)
+
+@frozen
 class Reason:
     code: str  # machine-readable: policy_failing, policy_no_result, stale, no_data, not_device_user, bypass
     text: str  # what the user reads
     policy: PolicyResult | None = None
 
+    def __init__(self, code: str, text: str, policy: PolicyResult | None = None):
+        self.__dict__.update(code=code, text=text, policy=policy)
 
-@dataclass(frozen=True)
+
+@frozen
 class Decision:
     outcome: str
     reasons: tuple[Reason, ...] = ()
     failing: tuple[PolicyResult, ...] = ()
     bypass_used: bool = False
     bypass_possible: bool = False  # a bypass would let this login through (no critical failure)
+
+    def __init__(self, outcome: str, reasons: tuple[Reason, ...] = (), failing: tuple[PolicyResult, ...] = (),
+                 bypass_used: bool = False, bypass_possible: bool = False):
+        self.__dict__.update(outcome=outcome, reasons=reasons, failing=failing, bypass_used=bypass_used,
+                             bypass_possible=bypass_possible)
 
     @property
     def allowed(self) -> bool:

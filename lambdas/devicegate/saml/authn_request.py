@@ -12,7 +12,6 @@ import binascii
 import functools
 import re
 import zlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from lxml import etree
 
+from ..record import frozen
 from . import xmlsafe
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -59,7 +59,7 @@ class RequestRefused(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@frozen
 class Expectations:
     """What a request must say: all of it comes from settings, none from the message."""
 
@@ -70,8 +70,13 @@ class Expectations:
     require_signed: bool = True
     clock_skew: timedelta = timedelta(seconds=120)
 
+    def __init__(self, audience: str, sso_url: str, acs_url: str, sp_cert: x509.Certificate,
+                 require_signed: bool = True, clock_skew: timedelta = timedelta(seconds=120)):
+        self.__dict__.update(audience=audience, sso_url=sso_url, acs_url=acs_url, sp_cert=sp_cert,
+                             require_signed=require_signed, clock_skew=clock_skew)
 
-@dataclass(frozen=True)
+
+@frozen
 class AuthnRequest:
     id: str
     issuer: str
@@ -83,6 +88,13 @@ class AuthnRequest:
     relay_state: str | None
     binding: str  # "redirect" | "post"
     signed: bool
+
+    def __init__(self, id: str, issuer: str, issue_instant: datetime, acs_url: str, name_id: str | None,
+                 name_id_format: str | None, force_authn: bool, relay_state: str | None, binding: str,
+                 signed: bool):
+        self.__dict__.update(id=id, issuer=issuer, issue_instant=issue_instant, acs_url=acs_url, name_id=name_id,
+                             name_id_format=name_id_format, force_authn=force_authn, relay_state=relay_state,
+                             binding=binding, signed=signed)
 
 
 # ------------------------------------------------------------------------------ bindings

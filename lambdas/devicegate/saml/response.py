@@ -31,13 +31,15 @@ import base64
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..record import frozen
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -106,7 +108,7 @@ _SIGNED_INFO_BODY = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class Signer:
     """The IdP's signing key and certificate, loaded once per container (the certificate's
     KeyInfo is prepared once here, not per signature)."""
@@ -114,6 +116,10 @@ class Signer:
     key: object
     cert_pem: str
     key_info: str = field(init=False, repr=False, compare=False)
+
+    def __init__(self, key: object, cert_pem: str):
+        self.__dict__.update(key=key, cert_pem=cert_pem)
+        self.__post_init__()
 
     def __post_init__(self):
         der = x509.load_pem_x509_certificate(self.cert_pem.encode("ascii")).public_bytes(Encoding.DER)

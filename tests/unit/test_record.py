@@ -1,0 +1,116 @@
+"""Every @frozen record behaves as the @dataclass(frozen=True) it replaces: the same __init__
+signature and __doc__, repr, ==, hash, frozen errors, fields, replace and asdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import devicegate
+from devicegate import record
+
+
+def _frozen_classes():
+    found = []
+    for info in pkgutil.walk_packages(devicegate.__path__, "devicegate."):
+        if info.name.startswith(("devicegate.local", "devicegate.ops", "devicegate.cli", "devicegate.__main__")):
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (isinstance(value, type) and value.__module__ == module.__name__
+                    and getattr(value.__repr__, "__module__", None) == record.__name__):
+                found.append(value)
+    return found
+
+
+CLASSES = _frozen_classes()
+
+
+def _reference(cls):
+    """The class as @dataclass(frozen=True) makes it, from the same fields."""
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                 "__annotations__": {f.name: f.type for f in dataclasses.fields(cls)}}
+    for f in dataclasses.fields(cls):
+        namespace[f.name] = dataclasses.field(default=f.default, repr=f.repr, hash=f.hash, compare=f.compare,
+                                              init=f.init, metadata=f.metadata)
+    for name, value in vars(cls).items():  # methods and properties of the record itself
+        if name not in namespace and not name.startswith("__") and callable(getattr(value, "__get__", None)):
+            namespace[name] = value
+    if "__post_init__" in vars(cls):
+        namespace["__post_init__"] = vars(cls)["__post_init__"]
+    if cls.__doc__ and "__doc__" in vars(cls) and not cls.__doc__.startswith(cls.__name__ + "("):
+        namespace["__doc__"] = cls.__doc__
+    return dataclasses.dataclass(frozen=True)(type(cls.__name__, (), namespace))
+
+
+def _sample(cls, salt: int):
+    args = {}
+    for f in dataclasses.fields(cls):
+        if f.init:
+            args[f.name] = f"v{salt}-{f.name}" if f.default is dataclasses.MISSING else f.default
+    return args
+
+
+def test_found_the_records():
+    names = {c.__qualname__ for c in CLASSES}
+    assert {"Request", "ClientCert", "HttpReply"} <= names
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+def test_same_as_frozen_dataclass(cls):
+    ref = _reference(cls)
+    assert str(inspect.signature(cls)) == str(inspect.signature(ref))
+    assert cls.__doc__ == ref.__doc__
+    assert cls.__match_args__ == ref.__match_args__
+    assert [(f.name, f.type, f.default, f.repr, f.compare, f.hash, f.init) for f in dataclasses.fields(cls)] == [
+        (f.name, f.type, f.default, f.repr, f.compare, f.hash, f.init) for f in dataclasses.fields(ref)]
+    if "__post_init__" in vars(cls):
+        return  # computes fields from real values (Signer): covered by its own tests
+    for salt in (1, 2):
+        args = _sample(cls, salt)
+        ours, theirs = cls(**args), ref(**args)
+        assert repr(ours) == repr(theirs)
+        assert hash(ours) == hash(theirs)
+        assert ours == cls(**args) and not ours != cls(**args)
+        assert ours != cls(**_sample(cls, salt + 10)) or all(
+            f.default is not dataclasses.MISSING for f in dataclasses.fields(cls) if f.init)
+        assert (ours == theirs) is False  # another class, as between two dataclasses
+        assert dataclasses.asdict(ours) == dataclasses.asdict(theirs)
+        assert dataclasses.replace(ours) == ours
+        for f in dataclasses.fields(cls):
+            with pytest.raises(dataclasses.FrozenInstanceError) as mine:
+                setattr(ours, f.name, 1)
+            with pytest.raises(dataclasses.FrozenInstanceError) as ref_exc:
+                setattr(theirs, f.name, 1)
+            assert str(mine.value) == str(ref_exc.value)
+            with pytest.raises(dataclasses.FrozenInstanceError) as mine:
+                delattr(ours, f.name)
+            with pytest.raises(dataclasses.FrozenInstanceError) as ref_exc:
+                delattr(theirs, f.name)
+            assert str(mine.value) == str(ref_exc.value)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            ours.not_a_field = 1
+
+
+def test_init_that_does_not_match_the_fields_is_refused():
+    with pytest.raises(TypeError, match="does not match"):
+        @record.frozen
+        class Wrong:
+            a: str
+            b: int = 1
+
+            def __init__(self, a: str, b: int = 2):
+                pass
+
+    with pytest.raises(TypeError, match="does not match"):
+        @record.frozen
+        class Swapped:
+            a: str
+            b: str
+
+            def __init__(self, b: str, a: str):
+                pass
