@@ -81,3 +81,32 @@ def test_healthz_leaf_with_malformed_extension_is_a_400(world):
     with pytest.raises(alb.MtlsHeaderError, match="malformed"):
         alb.client_cert(request)
     assert check_event(world, event) == [400]
+
+
+def test_signer_certificate_with_an_unsupported_version_is_a_refusal(world):
+    # Found by tests/unit/test_scep_protocol.py's mutation fuzzer: a signer certificate whose
+    # version field says v2 (INTEGER 1) made cryptography raise x509.InvalidVersion (not a
+    # ValueError), which escaped parse_pki_message.
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    message = h.pkcs_req(world.ca_cert, private_key=world.requester_key, signer_cert=world.requester_cert)[0]
+    der = world.requester_cert.public_bytes(Encoding.DER)
+    assert der[8:13] == b"\xa0\x03\x02\x01\x02" and message.count(der) == 1  # tbs: [0] EXPLICIT INTEGER 2 (v3)
+    mutated = message.replace(der, der[:12] + b"\x01" + der[13:])
+    with pytest.raises(protocol.Refusal) as refusal:
+        protocol.parse_pki_message(mutated)
+    assert refusal.value.fail_info is FailInfo.BAD_MESSAGE_CHECK and "version" in refusal.value.text
+    status, rep = check_scep(world, mutated)
+    assert status == 200 and rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
+
+
+def test_csr_with_an_unsupported_version_is_the_unreadable_envelope_answer(world):
+    # Same exception class inside the envelope: a PKCS#10 version other than 0 made
+    # load_der_x509_csr raise InvalidVersion, which the authority answered as an internal error.
+    der = h.make_csr(world.requester_key, host_uuid=h.new_uuid())
+    at = der.index(b"\x02\x01\x00")  # CertificationRequestInfo's version INTEGER 0
+    bad = der[:at] + b"\x02\x01\x01" + der[at + 3:]
+    message = h.pkcs_req(world.ca_cert, private_key=world.requester_key, signer_cert=world.requester_cert, csr=bad)[0]
+    status, rep = check_scep(world, message)
+    assert status == 200 and rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
+    assert rep.fail_text == protocol.UNREADABLE_ENVELOPE

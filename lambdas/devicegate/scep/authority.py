@@ -51,7 +51,7 @@ def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:
     # (see protocol.UNREADABLE_ENVELOPE): the bytes may be a forged ciphertext's plaintext.
     try:
         csr = x509.load_der_x509_csr(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is not a ValueError
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, protocol.UNREADABLE_ENVELOPE) from None
     try:
         hash_alg = csr.signature_hash_algorithm

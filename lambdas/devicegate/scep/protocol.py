@@ -204,6 +204,8 @@ def _verify_request(signed, signer_info, attrs, reply_to: ReplyTo, digest_name) 
         econtent_type = encap["content_type"].native
     except Refusal:
         raise
+    except x509.InvalidVersion as exc:  # not a ValueError
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"the signer's certificate has an unsupported version: {_short(exc)}") from None
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"signed content unreadable: {_short(exc)}") from None
 
