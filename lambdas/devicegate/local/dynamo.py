@@ -7,12 +7,18 @@ the next start. That makes a restart (even after SIGKILL) keep what was recorded
 
 moto's backends are not thread-safe (TransactWriteItems deep-copies every table for its
 rollback while other threads write: "dictionary changed size during iteration", HTTP 500), so
-the server is run by :func:`serve` here, which hands moto one AWS request at a time.
+the server is run by :func:`serve` here, which hands moto one AWS request at a time. That
+server also replaces the deep copy itself (O(table size) per transaction) with an undo of the
+items the transaction targets: :func:`install_item_undo`.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import inspect
 import json
+import logging
 import os
 import signal
 import socket
@@ -151,6 +157,134 @@ def serialized(app):
     return serve_one
 
 
+# moto's DynamoDBBackend.transact_write_items as read for transact_with_item_undo: its version
+# and the sha256 of the method's source. Anything else keeps moto's own table snapshot.
+ITEM_UNDO_FOR = ("5.2.5", "81db2cb7d94e39c90b3a2077e1f4bb41a449c558ef9b1b1e2910fdaa39978ad4")
+
+log = logging.getLogger(__name__)
+
+
+class _Kept:
+    """What moto keeps as its snapshot of a table for the transaction: the live table itself.
+    moto puts the snapshot back into ``backend.tables`` exactly when it rolls back, which is how
+    :func:`transact_with_item_undo` learns that (and of which tables) it must undo items."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table):
+        self.table = table
+
+
+class _KeepTables:
+    """Stands in for the ``copy`` module inside moto's DynamoDB models during one transaction:
+    ``copy.deepcopy(table)`` in the transacting thread gives a :class:`_Kept`, everything else is
+    the real ``copy``."""
+
+    def __init__(self, table_type):
+        self.table_type = table_type
+        self.thread = threading.get_ident()
+
+    def deepcopy(self, obj, memo=None):
+        if isinstance(obj, self.table_type) and threading.get_ident() == self.thread:
+            return _Kept(obj)
+        return copy.deepcopy(obj, memo)
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+
+def _targeted_items(backend, transact_items) -> list | None:
+    """``(table, hash key, range key, attributes or None)`` of every item a Put, Update or Delete
+    of the transaction writes, as they are before it, looked up as moto's transaction looks them
+    up. None when a target table has a stream: a rollback must also drop the stream records the
+    cancelled writes added, which only moto's own table snapshot does."""
+    before: dict = {}
+    for entry in transact_items:
+        try:
+            op_type, op = next(iter(entry.items()))
+            if op_type not in ("Put", "Update", "Delete"):
+                continue  # ConditionCheck writes nothing
+            table = backend.get_table(op["TableName"])
+            if op_type == "Put":
+                attrs = op["Item"]
+                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = attrs[table.range_key_attr]
+            else:
+                key = op["Key"]
+            hash_key, range_key = backend.get_keys_value(table, key)  # as backend.get_item does
+            current = table.get_item(hash_key, range_key)
+        except Exception:
+            # moto's own lookup for this op fails the same way, before the op writes anything
+            continue
+        if table.stream_shard is not None:
+            return None
+        attributes = None if current is None else current.to_json()["Attributes"]
+        before.setdefault((id(table), hash_key, range_key), (table, hash_key, range_key, attributes))
+    return list(before.values())
+
+
+def transact_with_item_undo(original, backend, transact_items):
+    """moto's ``transact_write_items`` (``original``) without its deep copy of every target table.
+
+    Before the transaction, the items it writes are read (:func:`_targeted_items`); moto's
+    ``copy.deepcopy(table)`` snapshot is handed the live table instead (:class:`_KeepTables`).
+    Where moto then rolls a table back (it puts the snapshot back: a cancelled transaction, a
+    duplicate item, a validation error), the table is put back in place and those items are
+    restored: old attributes put back, items that did not exist deleted. moto's own code decides
+    what fails, when it rolls back and what the client is told; only the snapshot is cheaper
+    (O(items in the transaction) instead of O(items in the tables)). Not thread-safe: the caller
+    runs one transaction at a time (:func:`serialized`)."""
+    from moto.dynamodb import models
+
+    before = _targeted_items(backend, transact_items)
+    if before is None:
+        return original(backend, transact_items)
+    models.copy = _KeepTables(models.Table)
+    try:
+        return original(backend, transact_items)
+    finally:
+        models.copy = copy
+        rolled_back = set()
+        for name, table in list(backend.tables.items()):
+            if isinstance(table, _Kept):
+                backend.tables[name] = table.table
+                rolled_back.add(id(table.table))
+        for table, hash_key, range_key, attributes in before:
+            if id(table) not in rolled_back:
+                continue
+            if attributes is None:
+                table.delete_item(hash_key, range_key)
+            else:
+                table.put_item(attributes, overwrite=True)
+
+
+def install_item_undo() -> bool:
+    """In this (server) process: moto's TransactWriteItems through :func:`transact_with_item_undo`.
+    Only for the moto code that function was written against (``ITEM_UNDO_FOR``): any other
+    keeps moto's own behaviour, logged once here."""
+    import moto
+    from moto.dynamodb.models import DynamoDBBackend
+
+    original = DynamoDBBackend.transact_write_items
+    try:
+        digest = hashlib.sha256(inspect.getsource(original).encode()).hexdigest()
+    except (OSError, TypeError):
+        digest = None
+    if (moto.__version__, digest) != ITEM_UNDO_FOR:
+        log.warning("moto %s: TransactWriteItems is not the one devicegate.local.dynamo was written for "
+                    "(source sha256 %s); keeping moto's deep copy of each table per transaction",
+                    moto.__version__, digest)
+        return False
+
+    def transact_write_items(self, transact_items):
+        return transact_with_item_undo(original, self, transact_items)
+
+    transact_write_items.__wrapped__ = original
+    DynamoDBBackend.transact_write_items = transact_write_items
+    return True
+
+
 def serve(argv: list[str] | None = None) -> None:
     """``python -m devicegate.local.dynamo -H HOST -p PORT``: moto's server, serialized."""
     import argparse
@@ -166,6 +300,8 @@ def serve(argv: list[str] | None = None) -> None:
     # Exit at once: the journal is written before each request is served, and a graceful
     # exit would wait for every kept-alive client connection to go idle.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    logging.basicConfig(format="devicegate.local.dynamo: %(message)s")
+    install_item_undo()
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True  # as moto.server runs it
     run_simple(args.host, args.port, serialized(app), threaded=True, request_handler=MotoRequestHandler)
