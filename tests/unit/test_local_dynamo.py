@@ -273,3 +273,34 @@ def test_item_undo_matches_motos_deep_copy_on_random_transactions(copied_tables,
     assert moto_models.copy is copy  # moto's module has its own copy module back
     assert {None, "TransactionCanceledException", "MultipleTransactionsException", "MockValidationException"} >= outcomes
     assert {None, "TransactionCanceledException", "MultipleTransactionsException"} <= outcomes
+
+
+def test_connections_are_kept_alive_and_bodies_framed(moto_server, monkeypatch):
+    """The stand-in keeps a connection alive across calls (as AWS endpoints do), frames every
+    reply with Content-Length, and closes when the client asks."""
+    import http.client
+    import json
+    import os
+
+    from devicegate import awsjson
+
+    env = {**os.environ, **dynamo.LOCAL_CREDENTIALS}
+    client = awsjson.Client("dynamodb", "us-east-1", moto_server.endpoint, env=env)
+    name = f"keepalive-{uuid.uuid4().hex[:8]}"
+    client.call("CreateTable", {"TableName": name, "BillingMode": "PAY_PER_REQUEST",
+                                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}]})
+    for i in range(5):
+        client.call("PutItem", {"TableName": name, "Item": {"pk": {"S": str(i)}, "v": {"S": "x" * 1000 * i}}})
+    got = client.call("GetItem", {"TableName": name, "Key": {"pk": {"S": "4"}}})
+    assert got["Item"]["v"]["S"] == "x" * 4000 and client.connections_opened == 1
+    with pytest.raises(awsjson.ServiceError) as missing:  # an error reply keeps the connection too
+        client.call("GetItem", {"TableName": name + "-nope", "Key": {"pk": {"S": "4"}}})
+    assert missing.value.code == "ResourceNotFoundException" and client.connections_opened == 1
+
+    host, port = moto_server.endpoint.rsplit("/", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/moto-api/", headers={"Connection": "close"})
+    reply = conn.getresponse()
+    body = reply.read()
+    assert reply.status == 200 and int(reply.headers["Content-Length"]) == len(body) and reply.will_close

@@ -17,17 +17,21 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import io
 import json
 import logging
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 LOCAL_CREDENTIALS = {
@@ -285,12 +289,118 @@ def install_item_undo() -> bool:
     return True
 
 
+class _WsgiHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive in front of moto's WSGI app, as AWS endpoints keep connections
+    alive. (werkzeug's development server closes every connection after one request, so each
+    AWS call paid a new TCP connection on both sides; and it cannot keep one alive, because it
+    drains whatever follows a response.) The request body is read whole before the app runs,
+    so nothing it leaves unread can spoil the next request on the connection."""
+
+    protocol_version = "HTTP/1.1"
+    server: "_WsgiServer"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+    def _body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline(66).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(3)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        if not length.isdigit():
+            return None
+        return self.rfile.read(int(length))
+
+    def _serve(self) -> None:
+        body = self._body()
+        if body is None:
+            self.send_error(400, "bad Content-Length")
+            self.close_connection = True
+            return
+        path, _, query = self.path.partition("?")
+        if "://" in path:  # absolute-form target
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
+        host, port = self.server.server_address[:2]
+        environ = {
+            "REQUEST_METHOD": self.command, "SCRIPT_NAME": "", "PATH_INFO": urllib.parse.unquote(path, "latin-1"),
+            "QUERY_STRING": query, "REQUEST_URI": self.path, "RAW_URI": self.path,
+            "SERVER_NAME": host, "SERVER_PORT": str(port), "SERVER_PROTOCOL": self.request_version,
+            "REMOTE_ADDR": self.client_address[0], "REMOTE_PORT": str(self.client_address[1]),
+            "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        }
+        for name, value in self.headers.items():
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"):
+                continue
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        reply: dict = {}
+
+        def start_response(status, headers, exc_info=None):
+            reply["status"], reply["headers"] = status, headers
+            return lambda data: reply.setdefault("early", []).append(data)
+
+        result = self.server.app(environ, start_response)
+        try:
+            data = b"".join([*reply.get("early", ()), *result])
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        code, _, reason = reply["status"].partition(" ")
+        lines = [f"HTTP/1.1 {code} {reason}".encode("latin-1")]
+        for name, value in reply["headers"]:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                lines.append(f"{name}: {value}".encode("latin-1"))
+        if not (code in ("204", "304") or code.startswith("1")):  # these have no body, nor a length
+            lines.append(f"Content-Length: {len(data)}".encode("latin-1"))
+        if self.close_connection:
+            lines.append(b"Connection: close")
+        if self.command == "HEAD" or code in ("204", "304") or code.startswith("1"):
+            data = b""
+        self.wfile.write(b"\r\n".join(lines) + b"\r\n\r\n" + data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve
+
+
+class _WsgiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address, app):
+        self.app = app
+        super().__init__(address, _WsgiHandler)
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # without HTTPServer's getfqdn() (a reverse lookup)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def get_request(self):
+        sock, address = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, address
+
+
 def serve(argv: list[str] | None = None) -> None:
     """``python -m devicegate.local.dynamo -H HOST -p PORT``: moto's server, serialized."""
     import argparse
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import run_simple
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     parser = argparse.ArgumentParser(prog="devicegate.local.dynamo")
     parser.add_argument("-H", "--host", default="127.0.0.1")
@@ -304,7 +414,7 @@ def serve(argv: list[str] | None = None) -> None:
     install_item_undo()
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True  # as moto.server runs it
-    run_simple(args.host, args.port, serialized(app), threaded=True, request_handler=MotoRequestHandler)
+    _WsgiServer((args.host, args.port), serialized(app)).serve_forever()
 
 
 if __name__ == "__main__":
