@@ -49,10 +49,13 @@ def run(sections, p: dict, allow_download=False, log=print) -> dict:
             host, cert = sso_bench.enrolled_device(world)
             ours = sso_bench.ours(world, cert, p["sso_n"], p["sso_repeats"])
             wait_ms = ours["store_wall_per_login"]["median"] / max(ours["store_calls_per_login"], 1)
+            # the floor's repeats interleaved with those of ours from memory: their ratio is a target
+            from_memory, floor = sso_bench.memory_and_floor(world, cert, p["sso_n"], p["sso_repeats"],
+                                                            ours["signatures_in_response"])
             results["sso"] = {
                 "ours": ours,
-                "from_memory": sso_bench.ours_from_memory(world, cert, p["sso_n"], p["sso_repeats"]),
-                "floor": sso_bench.floor(world, p["sso_repeats"], p["sso_n"], ours["signatures_in_response"]),
+                "from_memory": from_memory,
+                "floor": floor,
                 "floor_after_waits": sso_bench.floor_after_waits(world, p["sso_repeats"], p["sso_n"],
                                                                  ours["signatures_in_response"], wait_ms),
                 "lasso": sso_bench.lasso(world, p["lasso_n"], p["sso_repeats"]),
@@ -131,20 +134,20 @@ def targets(r: dict) -> dict:
         t["sso_vs_floor"] = {"judged_on": "from_memory.cpu_per_login (tight loop, no I/O, as the floor)",
                              "ours_from_memory_cpu_ms": mem_cpu, "floor_ms": fl, "rsa_operations": nsig,
                              "ours_per_rsa_op_ms": ratio(mem_cpu, nsig), "floor_per_rsa_op_ms": ratio(fl, nsig),
-                             "ratio": ratio(mem_cpu, fl), "target": "<= 2.0", "met": mem_cpu <= 2 * fl,
+                             "ratio": ratio(mem_cpu, fl), "target": "<= 2.0", "met": None if None in (mem_cpu, fl) else mem_cpu <= 2 * fl,
                              "ours_excl_store_ms": ours_x, "ratio_excl_store": ratio(ours_x, fl),
                              "ours_cpu_excl_store_ms": ours_cpu_x, "ratio_cpu_excl_store": ratio(ours_cpu_x, fl),
                              "floor_after_waits_ms": fl_waits,
                              "ratio_cpu_excl_store_vs_floor_after_waits": ratio(ours_cpu_x, fl_waits)}
         t["sso_vs_lasso"] = {"judged_on": "from_memory.wall_per_login (tight loop, no I/O, as lasso)",
                              "lasso_ms": lasso, "ours_from_memory_ms": mem_wall,
-                             "speedup": ratio(lasso, mem_wall), "target": ">= 3.0", "met": lasso >= 3 * mem_wall,
+                             "speedup": ratio(lasso, mem_wall), "target": ">= 3.0", "met": None if None in (lasso, mem_wall) else lasso >= 3 * mem_wall,
                              "ours_excl_store_ms": ours_x, "ours_with_store_ms": ours_all,
                              "speedup_excl_store": ratio(lasso, ours_x), "speedup_with_store": ratio(lasso, ours_all)}
         t["sso_vs_pysaml2"] = {"judged_on": "from_memory.wall_per_login", "pysaml2_ms": pys,
                                "speedup": ratio(pys, mem_wall, 2), "speedup_excl_store": ratio(pys, ours_x, 2),
                                "speedup_with_store": ratio(pys, ours_all, 2), "target": ">= 30",
-                               "met": pys >= 30 * mem_wall}
+                               "met": None if None in (pys, mem_wall) else pys >= 30 * mem_wall}
     cold = r.get("coldstart")
     if cold:
         t["cold_start"] = {name: {"ratio_import": h["ratio"], "ratio_import_plus_init": h.get("ratio_with_init"),
