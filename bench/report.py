@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-from .run import _m  # noqa: E402 - one reader of results.json medians
+from .run import _m, targets  # noqa: E402 - one reader of results.json medians
 
 
 def _f(x, nd=2):
@@ -23,7 +23,9 @@ def _bucket(profile, label_start):
 
 
 def render(r: dict) -> str:
-    m, t = r["machine"], r["targets"]
+    m, t = r["machine"], dict(r["targets"])
+    if "sso" in r and "judged_on" not in t.get("sso_vs_floor", {}):  # results.json from before from_memory
+        t.update({k: v for k, v in targets(r).items() if k.startswith("sso_")})
     out = [
         "# devicegate benchmarks",
         "",
@@ -70,14 +72,18 @@ def render(r: dict) -> str:
     if "sso_vs_floor" in t:
         a, b, c = t["sso_vs_floor"], t["sso_vs_lasso"], t["sso_vs_pysaml2"]
         out += [
-            f"| 2 | SSO per login excl. store (ms) vs RSA floor ({a['rsa_operations']} RSA ops) | {_f(a['ours_excl_store_ms'])} "
-            f"({_f(a['ours_per_rsa_op_ms'])}/op) | {_f(a['floor_ms'])} ({_f(a['floor_per_rsa_op_ms'])}/op) | {_f(a['ratio'])}× | "
-            f"≤ 2× | {_ok(a['met'])} |",
-            f"| 2 | SSO vs python3-lasso (ms per login) | {_f(b['ours_excl_store_ms'])} excl. store, "
-            f"{_f(b['ours_with_store_ms'])} with | {_f(b['lasso_ms'])} | {_f(b['speedup_excl_store'])}× faster "
-            f"({_f(b['speedup_with_store'])}× with store) | ≥ 3× | {_ok(b['met'])} |",
-            f"| 2 | SSO vs pysaml2 IdP (ms per login) | {_f(b['ours_excl_store_ms'])} excl. store | {_f(c['pysaml2_ms'])} | "
-            f"{_f(c['speedup_excl_store'])}× faster ({_f(c['speedup_with_store'])}× with store) | ≥ 30× | {_ok(c['met'])} |",
+            f"| 2 | SSO per login, store answered from memory (CPU ms) vs RSA floor ({a['rsa_operations']} RSA ops); "
+            f"with moto round trips: {_f(a['ours_excl_store_ms'])} wall / {_f(a['ours_cpu_excl_store_ms'])} CPU excl. "
+            f"store ({_f(a['ratio_excl_store'])}× / {_f(a['ratio_cpu_excl_store'])}×) | {_f(a['ours_from_memory_cpu_ms'])} "
+            f"({_f(a['ours_per_rsa_op_ms'])}/op) | {_f(a['floor_ms'])} ({_f(a['floor_per_rsa_op_ms'])}/op) | "
+            f"{_f(a['ratio'])}× | ≤ 2× | {_ok(a['met'])} |",
+            f"| 2 | SSO vs python3-lasso (wall ms per login), store answered from memory; with moto round trips: "
+            f"{_f(b['ours_excl_store_ms'])} excl. store ({_f(b['speedup_excl_store'])}×), {_f(b['ours_with_store_ms'])} "
+            f"with ({_f(b['speedup_with_store'])}×) | {_f(b['ours_from_memory_ms'])} | {_f(b['lasso_ms'])} | "
+            f"{_f(b['speedup'])}× faster | ≥ 3× | {_ok(b['met'])} |",
+            f"| 2 | SSO vs pysaml2 IdP (wall ms per login), store answered from memory; excl. store: "
+            f"{_f(c['speedup_excl_store'])}× | {_f(b['ours_from_memory_ms'])} | {_f(c['pysaml2_ms'])} | "
+            f"{_f(c['speedup'])}× faster | ≥ 30× | {_ok(c['met'])} |",
         ]
     if "cold_start" in t:
         h = r["coldstart"]["handlers"]
@@ -216,7 +222,18 @@ def _sso(r):
     s = r.get("sso")
     if not s:
         return []
-    o = s["ours"]
+    o, mem = s["ours"], s.get("from_memory", {})
+    fw = s.get("floor_after_waits")
+    t = r.get("targets", {})
+    fa = t.get("sso_vs_floor", {})
+    waits_row = [f"| floor, each RSA op after a {_f(fw['wait_ms'])} ms sleep (one store call's mean wall) | — | "
+                 f"{_f(_m(fw, 'cpu_per_login'))} | the same RSA work when the vCPU has just idled on I/O, as "
+                 "between the steps of a real login |"] if fw else []
+    waits_text = (f" The floor's own RSA operations cost {_f(_m(fw, 'cpu_per_login'))} ms of CPU when each follows a "
+                  f"{_f(fw['wait_ms'])} ms sleep, against {_f(_m(s['floor'], 'cpu_per_login'))} ms back to back: "
+                  "that post-wait penalty is in the \"excluding the store\" figures (ours: "
+                  f"{_f(fa.get('ratio_cpu_excl_store_vs_floor_after_waits'))}× this floor) and in neither the floor "
+                  "nor lasso.") if fw else ""
     return [
         "## 2. SSO (in-process: signed HTTP-Redirect AuthnRequest → decision → signed Response)",
         "",
@@ -225,15 +242,34 @@ def _sso(r):
         f"Response are both signed (ours: {o['signatures_in_response']} ds:Signature; lasso: "
         f"{s['lasso']['signatures_in_response']}; pysaml2: {s['pysaml2']['signatures_in_response']}).",
         "",
-        "| per login | wall ms | note |",
-        "|---|---|---|",
-        f"| devicegate IdP, whole handler | {_f(_m(o, 'wall_per_login'))} | CPU {_f(_m(o, 'cpu_per_login'))} ms; "
-        "includes the mTLS-header parsing, 2 reads + 1 conditional write to moto, decision, auto-POST page |",
-        f"| devicegate: store time | {_f(_m(o, 'store_wall_per_login'))} | wall inside `Store._call` |",
-        f"| devicegate: excluding the store | {_f(_m(o, 'wall_excluding_store'))} | the figure compared below |",
-        f"| floor: {s['floor']['operations']} | {_f(_m(s['floor'], 'cpu_per_login'))} | cryptography alone |",
-        f"| python3-lasso 2.8.1 (C) | {_f(_m(s['lasso'], 'wall_per_login'))} | {s['lasso']['how']} |",
-        f"| pysaml2 7.5 | {_f(_m(s['pysaml2'], 'wall_per_login'))} | {s['pysaml2']['how']} |",
+        "**Which figure the targets use.** The floor (cryptography alone) and python3-lasso are measured in a tight "
+        "loop with no I/O, so the targets against them are judged on the like-for-like figure for ours: the whole "
+        "handler (same code path, same `Store` methods and item parsing) with only `Store._call` answered from "
+        "memory, replaying the answers real moto calls returned earlier in the same run (reads by their exact "
+        "arguments; the replay guard's conditional PutItem succeeds once per request ID and is refused for a "
+        "repeat, which the bench checks). CPU against the floor (CPU), wall against lasso and pysaml2 (wall). "
+        "The figures with real moto round trips between the steps are shown alongside; they are higher than the "
+        "handler's own work because each step then runs on a vCPU that has just idled (colder caches and clock)."
+        + waits_text,
+        "",
+        "| per login | wall ms | CPU ms | note |",
+        "|---|---|---|---|",
+        f"| devicegate IdP, whole handler, against moto | {_f(_m(o, 'wall_per_login'))} | {_f(_m(o, 'cpu_per_login'))} | "
+        f"includes the mTLS-header parsing, {_f(o.get('store_calls_per_login'))} store calls per login to moto "
+        "(2 reads + 1 conditional write), decision, auto-POST page |",
+        f"| devicegate: store time | {_f(_m(o, 'store_wall_per_login'))} | — | wall inside `Store._call` |",
+        f"| devicegate: excluding the store (moto round trips between the steps) | {_f(_m(o, 'wall_excluding_store'))} | "
+        f"{_f(_m(o, 'cpu_excluding_store'))} | shown alongside; carries the post-I/O penalty |",
+        f"| **devicegate: store answered from memory** | {_f(_m(mem, 'wall_per_login'))} | "
+        f"{_f(_m(mem, 'cpu_per_login'))} | **the figure the targets use**: tight loop, no I/O, as the floor and "
+        "lasso |",
+        f"| floor: {s['floor']['operations']} | — | {_f(_m(s['floor'], 'cpu_per_login'))} | cryptography alone, "
+        "tight loop |",
+        *waits_row,
+        f"| python3-lasso 2.8.1 (C) | {_f(_m(s['lasso'], 'wall_per_login'))} | {_f(_m(s['lasso'], 'cpu_per_login'))} | "
+        f"{s['lasso']['how']} |",
+        f"| pysaml2 7.5 | {_f(_m(s['pysaml2'], 'wall_per_login'))} | "
+        f"{_f(_m(s['pysaml2'], 'cpu_per_login_this_process_only'))} (this process only) | {s['pysaml2']['how']} |",
         "",
     ]
 
@@ -321,6 +357,8 @@ def _where(r):
         out += _profile_table(r["scep_inprocess"]["profile"], "SCEP enrollment, in-process")
     if "sso" in r:
         out += _profile_table(r["sso"]["profile"], "SSO login, in-process")
+        if "profile_from_memory" in r["sso"]:
+            out += _profile_table(r["sso"]["profile_from_memory"], "SSO login, in-process, store answered from memory")
     out += _candidates(r)
     return out
 

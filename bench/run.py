@@ -48,12 +48,20 @@ def run(sections, p: dict, allow_download=False, log=print) -> dict:
             log("sso: ours, floor, lasso, pysaml2, profile")
             host, cert = sso_bench.enrolled_device(world)
             ours = sso_bench.ours(world, cert, p["sso_n"], p["sso_repeats"])
+            wait_ms = ours["store_wall_per_login"]["median"] / max(ours["store_calls_per_login"], 1)
+            # the floor's repeats interleaved with those of ours from memory: their ratio is a target
+            from_memory, floor = sso_bench.memory_and_floor(world, cert, p["sso_n"], p["sso_repeats"],
+                                                            ours["signatures_in_response"])
             results["sso"] = {
                 "ours": ours,
-                "floor": sso_bench.floor(world, p["sso_repeats"], p["sso_n"], ours["signatures_in_response"]),
+                "from_memory": from_memory,
+                "floor": floor,
+                "floor_after_waits": sso_bench.floor_after_waits(world, p["sso_repeats"], p["sso_n"],
+                                                                 ours["signatures_in_response"], wait_ms),
                 "lasso": sso_bench.lasso(world, p["lasso_n"], p["sso_repeats"]),
                 "pysaml2": sso_bench.pysaml2(world, p["pysaml2_n"], p["sso_repeats"]),
                 "profile": sso_bench.profile_ours(world, cert, p["profile_n"]),
+                "profile_from_memory": sso_bench.profile_from_memory(world, cert, p["profile_n"]),
             }
         if "storage" in sections:
             log("storage: DynamoDB calls per login / enrollment / sync")
@@ -114,21 +122,40 @@ def targets(r: dict) -> dict:
                                 "target": ">= 1.0", "met": ours_peak >= theirs_peak}
     sso = r.get("sso")
     if sso:
+        # Judged on the like-for-like figure: the floor and lasso are tight loops without I/O, so
+        # ours is too (the store answered from memory). The figures with moto round trips between
+        # the steps stay alongside: they also carry the cost of running just after an idle wait.
+        mem_cpu = _m(sso, "from_memory", "cpu_per_login")
+        mem_wall = _m(sso, "from_memory", "wall_per_login")
         ours_x = _m(sso, "ours", "wall_excluding_store")
+        ours_cpu_x = _m(sso, "ours", "cpu_excluding_store")
         ours_all = _m(sso, "ours", "wall_per_login")
         fl = _m(sso, "floor", "cpu_per_login")
+        fl_waits = _m(sso, "floor_after_waits", "cpu_per_login")
         nsig = sso["floor"]["signatures"] + 1
         lasso = _m(sso, "lasso", "wall_per_login")
         pys = _m(sso, "pysaml2", "wall_per_login")
-        t["sso_vs_floor"] = {"ours_excl_store_ms": ours_x, "floor_ms": fl, "rsa_operations": nsig,
-                             "ours_per_rsa_op_ms": round(ours_x / nsig, 3), "floor_per_rsa_op_ms": round(fl / nsig, 3),
-                             "ratio": round(ours_x / fl, 3), "target": "<= 2.0", "met": ours_x <= 2 * fl}
-        t["sso_vs_lasso"] = {"lasso_ms": lasso, "ours_excl_store_ms": ours_x, "ours_with_store_ms": ours_all,
-                             "speedup_excl_store": round(lasso / ours_x, 3), "speedup_with_store": round(lasso / ours_all, 3),
-                             "target": ">= 3.0 (excl. store)", "met": lasso >= 3 * ours_x}
-        t["sso_vs_pysaml2"] = {"pysaml2_ms": pys, "speedup_excl_store": round(pys / ours_x, 2),
-                               "speedup_with_store": round(pys / ours_all, 2), "target": ">= 30 (excl. store)",
-                               "met": pys >= 30 * ours_x}
+
+        def ratio(a, b, nd=3):
+            return round(a / b, nd) if a is not None and b else None
+
+        t["sso_vs_floor"] = {"judged_on": "from_memory.cpu_per_login (tight loop, no I/O, as the floor)",
+                             "ours_from_memory_cpu_ms": mem_cpu, "floor_ms": fl, "rsa_operations": nsig,
+                             "ours_per_rsa_op_ms": ratio(mem_cpu, nsig), "floor_per_rsa_op_ms": ratio(fl, nsig),
+                             "ratio": ratio(mem_cpu, fl), "target": "<= 2.0", "met": None if None in (mem_cpu, fl) else mem_cpu <= 2 * fl,
+                             "ours_excl_store_ms": ours_x, "ratio_excl_store": ratio(ours_x, fl),
+                             "ours_cpu_excl_store_ms": ours_cpu_x, "ratio_cpu_excl_store": ratio(ours_cpu_x, fl),
+                             "floor_after_waits_ms": fl_waits,
+                             "ratio_cpu_excl_store_vs_floor_after_waits": ratio(ours_cpu_x, fl_waits)}
+        t["sso_vs_lasso"] = {"judged_on": "from_memory.wall_per_login (tight loop, no I/O, as lasso)",
+                             "lasso_ms": lasso, "ours_from_memory_ms": mem_wall,
+                             "speedup": ratio(lasso, mem_wall), "target": ">= 3.0", "met": None if None in (lasso, mem_wall) else lasso >= 3 * mem_wall,
+                             "ours_excl_store_ms": ours_x, "ours_with_store_ms": ours_all,
+                             "speedup_excl_store": ratio(lasso, ours_x), "speedup_with_store": ratio(lasso, ours_all)}
+        t["sso_vs_pysaml2"] = {"judged_on": "from_memory.wall_per_login", "pysaml2_ms": pys,
+                               "speedup": ratio(pys, mem_wall, 2), "speedup_excl_store": ratio(pys, ours_x, 2),
+                               "speedup_with_store": ratio(pys, ours_all, 2), "target": ">= 30",
+                               "met": None if None in (pys, mem_wall) else pys >= 30 * mem_wall}
     cold = r.get("coldstart")
     if cold:
         t["cold_start"] = {name: {"ratio_import": h["ratio"], "ratio_import_plus_init": h.get("ratio_with_init"),

@@ -114,6 +114,7 @@ def ours(world: common.World, cert, n: int, repeats: int) -> dict:
     handler.reset()
     handler.lambda_handler(sso_event(redirect_query(world)[1], cert), None)  # first request: init (cold start)
     walls, cpus, store, excl, cpu_excl = [], [], [], [], []
+    calls = 0
     last = None
     for _ in range(repeats):
         events = [sso_event(redirect_query(world)[1], cert) for _ in range(n)]
@@ -126,13 +127,175 @@ def ours(world: common.World, cert, n: int, repeats: int) -> dict:
         store.append(st.seconds / n * 1000)
         excl.append((t["wall"] - st.seconds) / n * 1000)
         cpu_excl.append((t["cpu"] - sc["cpu"]) / n * 1000)
+        calls += st.calls
         last = _response_of(results[-1])
     return {"wall_per_login": summary(walls), "cpu_per_login": summary(cpus),
             "store_wall_per_login": summary(store), "wall_excluding_store": summary(excl),
             # same unit as the floor (CPU): wall outside the store also holds waits for the CPU
             # while the moto process (same 2 cores) finishes its side of each call
             "cpu_excluding_store": summary(cpu_excl),
+            "store_calls_per_login": round(calls / (n * repeats), 2),
             "signatures_in_response": count_signatures(last), "response_bytes": len(last)}
+
+
+# ---------------------------------------------------------------------------- the store answered from memory
+
+
+class StoreReplay:
+    """``Store._call`` answered from memory with the responses real calls returned, so the whole
+    handler (same code path, same Store methods, same item parsing) runs in a tight loop without
+    I/O, like the floor and lasso.
+
+    ``record()`` wraps the real ``Store._call`` and keeps each response under the call's key;
+    ``replay()`` then answers every call from those, and refuses (raises) any call it has no
+    recorded answer for, so a changed code path fails loudly instead of timing something else.
+
+    * Reads (``get_item``, ``query``) are keyed by every argument (operation, TableName, Key,
+      ConsistentRead, ...): the same read gets the answer it got for real. A key whose recorded
+      answers differed (the item changed between reads) is refused, not guessed.
+    * The replay guard's write (``put_item`` of a ``SAMLREQ#`` item under
+      ``attribute_not_exists(pk)``) has a new pk on every login (a digest of a fresh request ID),
+      so it is keyed by its shape (table, pk prefix, sk, condition) and answered as DynamoDB would:
+      the recorded success for a pk not written before, ``AlreadyRecorded`` (what ``Store._call``
+      raises for ConditionalCheckFailedException) for one already written, recorded or replayed.
+    * Any other write is keyed by every argument, so in practice it is refused.
+    """
+
+    GUARDED_PUT = "attribute_not_exists(pk)"
+
+    def __init__(self):
+        import copy
+
+        self._copy = copy.deepcopy
+        self.answers: dict = {}  # key -> response (as returned, ResponseMetadata included)
+        self.conflicts: set = set()  # read keys whose recorded answers differed
+        self.written: set = set()  # (table, pk) of conditional puts, recorded and replayed
+        self.pristine: dict = {}  # key -> deep copy at record time: nothing may mutate an answer
+        self.calls = 0
+
+    @classmethod
+    def _key(cls, operation: str, kwargs: dict):
+        item = kwargs.get("Item")
+        if (operation == "put_item" and kwargs.get("ConditionExpression") == cls.GUARDED_PUT
+                and set(kwargs) == {"TableName", "Item", "ConditionExpression"}):
+            pk = item["pk"]["S"]
+            return ("guarded_put", kwargs["TableName"], pk.split("#", 1)[0], item["sk"]["S"],
+                    tuple(sorted(item))), (kwargs["TableName"], pk)
+        return (operation, json.dumps(kwargs, sort_keys=True, default=repr)), None
+
+    @staticmethod
+    def _comparable(response):
+        return {k: v for k, v in response.items() if k != "ResponseMetadata"} if isinstance(response, dict) else response
+
+    @contextmanager
+    def record(self):
+        from devicegate import store as store_mod
+
+        inner = store_mod.Store._call
+        replay = self
+
+        def recording(store, operation, **kwargs):
+            key, written = replay._key(operation, kwargs)
+            response = inner(store, operation, **kwargs)  # raises as the real call does
+            if written is not None:
+                replay.written.add(written)
+            previous = replay.answers.get(key)
+            if previous is not None and replay._comparable(previous) != replay._comparable(response):
+                replay.conflicts.add(key)
+            replay.answers[key] = response
+            replay.pristine[key] = replay._copy(response)
+            return response
+
+        store_mod.Store._call = recording
+        try:
+            yield self
+        finally:
+            store_mod.Store._call = inner
+
+    @contextmanager
+    def replay(self):
+        from devicegate import store as store_mod
+
+        inner = store_mod.Store._call
+        answers, conflicts, written, key_of = self.answers, self.conflicts, self.written, self._key
+        box = self
+
+        def replaying(store, operation, **kwargs):
+            key, pk = key_of(operation, kwargs)
+            if key in conflicts:
+                raise LookupError(f"replay: the recorded answers to {operation} differed; refusing to pick one")
+            try:
+                response = answers[key]
+            except KeyError:
+                raise LookupError(f"replay: no recorded answer for {operation} {kwargs}") from None
+            if pk is not None:
+                if pk in written:
+                    raise store_mod.AlreadyRecorded(f"replay: {pk[1]} was already written")
+                written.add(pk)
+            box.calls += 1
+            return response
+
+        store_mod.Store._call = replaying
+        try:
+            yield self
+        finally:
+            store_mod.Store._call = inner
+        changed = [k for k, v in self.answers.items() if v != self.pristine[k]]
+        if changed:
+            raise AssertionError(f"replay: the caller mutated recorded answers: {changed}")
+
+
+def memory_and_floor(world: common.World, cert, n: int, repeats: int, signatures: int | None) -> tuple[dict, dict]:
+    """Ours with the store answered from memory: the whole handler with only ``Store._call``
+    answered by the responses the real moto calls returned, recorded in this run (``StoreReplay``).
+    A tight loop with no I/O, as the floor and lasso are measured, so this is the like-for-like
+    figure for them. With ``signatures``, the floor too (else ``{}``), their repeats interleaved (one
+    of ours, one of the floor, ...) so that both see the same machine: their ratio is a target, and
+    the shared machine's load drifts over seconds."""
+    from devicegate.saml import handler
+
+    floor_batch = _floor_batch(world, n, signatures) if signatures is not None else None
+    floor_vals = []
+
+    handler.lambda_handler(sso_event(redirect_query(world)[1], cert), None)  # warm (and records the use)
+    replay = StoreReplay()
+    with replay.record():  # real moto round trips, fresh request IDs, as `ours` runs them
+        for e in [sso_event(redirect_query(world)[1], cert) for _ in range(3)]:
+            real = handler.lambda_handler(e, None)
+    real_response = _response_of(real)
+    walls, cpus = [], []
+    last = None
+    with replay.replay():
+        handler.lambda_handler(sso_event(redirect_query(world)[1], cert), None)  # warm the replayed path
+        replay.calls = 0
+        for _ in range(repeats):
+            events = [sso_event(redirect_query(world)[1], cert) for _ in range(n)]
+            results = []
+            with common.timed() as t:
+                for e in events:
+                    results.append(handler.lambda_handler(e, None))
+            walls.append(t["wall"] / n * 1000)
+            cpus.append(t["cpu"] / n * 1000)
+            last = _response_of(results[-1])  # a 200 auto-POST page: every login was allowed
+            if floor_batch is not None:
+                floor_vals.append(floor_batch())
+        calls = replay.calls
+        # the guard still works under replay: the same request again is refused
+        again = sso_event(redirect_query(world)[1], cert)
+        assert handler.lambda_handler(again, None)["statusCode"] == 200
+        assert handler.lambda_handler(again, None)["statusCode"] == 400, "replay guard not enforced under replay"
+    assert count_signatures(last) == count_signatures(real_response) and len(last) == len(real_response)
+    ours = {"wall_per_login": summary(walls), "cpu_per_login": summary(cpus),
+            "store_calls_per_login": round(calls / (n * repeats), 2),
+            "recorded_answers": len(replay.answers),
+            "signatures_in_response": count_signatures(last), "response_bytes": len(last),
+            "how": "the whole handler (ALB event in, auto-POST page out) with Store._call alone answered from "
+                   "the responses real moto calls returned earlier in this run (reads by their exact arguments; "
+                   "the replay guard's conditional PutItem succeeds once per request ID and is refused on a "
+                   "repeat); a tight loop without I/O, as the floor and lasso" + (
+                       "; its repeats interleaved with the floor's" if floor_batch is not None else "")}
+    floor_figures = _floor_result(floor_vals, signatures) | {"interleaved_with": "from_memory"} if floor_batch else {}
+    return ours, floor_figures
 
 
 def profile_ours(world: common.World, cert, n: int) -> dict:
@@ -145,25 +308,83 @@ def profile_ours(world: common.World, cert, n: int) -> dict:
     return profiling.profile_calls(lambda: [handler.lambda_handler(e, None) for e in events[1:]], n - 1)
 
 
+def profile_from_memory(world: common.World, cert, n: int) -> dict:
+    """The same profile with the store answered from memory (``StoreReplay``): the handler's own CPU."""
+    from devicegate.saml import handler
+
+    from . import profiling
+
+    replay = StoreReplay()
+    with replay.record():
+        handler.lambda_handler(sso_event(redirect_query(world)[1], cert), None)
+    events = [sso_event(redirect_query(world)[1], cert) for _ in range(n)]
+    with replay.replay():
+        handler.lambda_handler(events[0], None)
+        return profiling.profile_calls(lambda: [handler.lambda_handler(e, None) for e in events[1:]], n - 1)
+
+
+def _signed_query(world: common.World) -> tuple[str, bytes, object]:
+    """A redirect query's signed octets, its signature, and the SP's public key."""
+    signed, _, sig = redirect_query(world)[1].rpartition("&Signature=")
+    return signed, base64.b64decode(unquote(sig)), world.sp_cert.public_key()
+
+
 def floor(world: common.World, repeats: int, n: int, signatures: int) -> dict:
     """What SSO must do in RSA: verify the request's redirect signature, make the Response's signatures."""
+    batch = _floor_batch(world, n, signatures)
+    return _floor_result([batch() for _ in range(repeats)], signatures)
+
+
+def _floor_batch(world: common.World, n: int, signatures: int):
+    """A function timing one repeat of the floor: CPU ms per login over ``n`` logins' RSA work."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    query = redirect_query(world)[1]
-    signed, _, sig = query.rpartition("&Signature=")
-    signature = base64.b64decode(unquote(sig))
-    pub = world.sp_cert.public_key()
-    vals = []
-    for _ in range(repeats):
+    signed, signature, pub = _signed_query(world)
+
+    def batch() -> float:
         with common.timed() as t:
             for _ in range(n):
                 pub.verify(signature, signed.encode(), padding.PKCS1v15(), hashes.SHA256())
                 for _ in range(signatures):
                     world.idp_key.sign(b"<ds:SignedInfo>" + uuid.uuid4().bytes * 20, padding.PKCS1v15(), hashes.SHA256())
-        vals.append(t["cpu"] / n * 1000)
+        return t["cpu"] / n * 1000
+
+    return batch
+
+
+def _floor_result(vals: list[float], signatures: int) -> dict:
     return {"cpu_per_login": summary(vals), "operations": f"1 RSA-2048 verify + {signatures} RSA-2048 signs",
             "signatures": signatures}
+
+
+def floor_after_waits(world: common.World, repeats: int, n: int, signatures: int, wait_ms: float) -> dict:
+    """The floor's RSA operations, each one right after a blocking wait as long as one store call
+    (``time.sleep``: no CPU): what the same work costs when the vCPU has just idled on I/O, as
+    every step of a real login has (caches and clock colder than in the tight loop)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signed, signature, pub = _signed_query(world)
+    wait = wait_ms / 1000
+    vals = []
+    for _ in range(repeats):
+        cpu = 0.0
+        for _ in range(n):
+            time.sleep(wait)
+            started = time.process_time()
+            pub.verify(signature, signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+            cpu += time.process_time() - started
+            for _ in range(signatures):
+                payload = b"<ds:SignedInfo>" + uuid.uuid4().bytes * 20
+                time.sleep(wait)
+                started = time.process_time()
+                world.idp_key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+                cpu += time.process_time() - started
+        vals.append(cpu / n * 1000)
+    return {"cpu_per_login": summary(vals), "wait_ms": round(wait_ms, 3),
+            "operations": f"1 RSA-2048 verify + {signatures} RSA-2048 signs, each after a {wait_ms:.1f} ms sleep "
+                          "(one store call's mean wall time in this run); CPU of the RSA calls alone"}
 
 
 # ---------------------------------------------------------------------------- metadata for the peers

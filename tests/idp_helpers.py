@@ -58,14 +58,15 @@ class IdpWorld:
     # ------------------------------------------------------------------ devices
 
     def device(self, *, status="active", days=30, not_before=None, results=(), users=("alice@example.com",),
-               synced_at=None, hostname="alice-mbp"):
-        """A certificate issued by the CA, recorded like SCEP records it, plus compliance."""
+               synced_at=None, hostname="alice-mbp", ca_key=None):
+        """A certificate issued by the CA, recorded like SCEP records it, plus compliance.
+        ``ca_key``: sign it with another key instead (the CA's name as issuer, a bad signature)."""
         key = h.key(slot=22)
         host = h.new_uuid()
         facts = inspect_csr(h.make_csr(key, host_uuid=host), accept_cn_uuid=False)
         now = not_before or datetime.now(timezone.utc)
-        cert = build_certificate(facts, host, ca_cert=self.ca_cert, ca_key=self.ca_key, validity_days=days, now=now,
-                                 serial=random_serial())
+        cert = build_certificate(facts, host, ca_cert=self.ca_cert, ca_key=ca_key or self.ca_key, validity_days=days,
+                                 now=now, serial=random_serial())
         record = store_mod.CertificateRecord(
             serial=cert.serial_number, host_uuid=host, status=status, not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc, issued_at=now, der=cert.public_bytes(Encoding.DER),

@@ -497,6 +497,7 @@ class ClientCert:
     issuer: str | None
     not_before: datetime | None
     not_after: datetime | None
+    der: bytes | None = field(default=None, repr=False, compare=False)  # the leaf's DER, when there is a leaf
 
     def __init__(self, serial: int, leaf: x509.Certificate | None, subject: str | None, issuer: str | None,
                  not_before: datetime | None, not_after: datetime | None):
@@ -540,8 +541,30 @@ def client_cert(
         assert header_serial is not None
         return ClientCert(header_serial, None, subject, issuer, not_before, not_after)
 
+    leaf, der, serial, fields = _leaf_facts(leaf_text)
+    if header_serial is not None and header_serial != serial:
+        raise MtlsHeaderError(f"serial header {serial_text!r} does not match the leaf certificate")
+    # Parsed from the leaf rather than the headers, so values are consistent across proxies.
+    return ClientCert(serial, leaf, *fields, der=der)
+
+
+# A device presents the same leaf on every login, so each distinct header text is parsed once per
+# container: keyed on the whole text (a str key compares every character), holding only what the
+# parse of that text yields, never a failure (a malformed leaf is parsed, and refused, every time).
+# Bounded: when full it starts over.
+_LEAF_CACHE_MAX = 256
+_leaf_cache: dict[str, tuple] = {}
+
+
+def _leaf_facts(leaf_text: str) -> tuple:
+    """(certificate, its DER, serial, (subject, issuer, not before, not after)) of a leaf header."""
+    facts = _leaf_cache.get(leaf_text)
+    if facts is not None:
+        return facts
     leaf = _parse_leaf(leaf_text)
     try:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
         serial = leaf.serial_number
         fields = (
             leaf.subject.rfc4514_string(),
@@ -550,12 +573,14 @@ def client_cert(
             leaf.not_valid_after_utc,
         )
         leaf.extensions  # callers read the SAN (health, the IdP): a malformed one must fail here
+        der = leaf.public_bytes(Encoding.DER)
     except Exception as exc:  # cryptography parses lazily; a bad field surfaces here
         raise MtlsHeaderError(f"leaf certificate is malformed: {exc}") from None
-    if header_serial is not None and header_serial != serial:
-        raise MtlsHeaderError(f"serial header {serial_text!r} does not match the leaf certificate")
-    # Parsed from the leaf rather than the headers, so values are consistent across proxies.
-    return ClientCert(serial, leaf, *fields)
+    facts = (leaf, der, serial, fields)
+    if len(_leaf_cache) >= _LEAF_CACHE_MAX:
+        _leaf_cache.clear()
+    _leaf_cache[leaf_text] = facts
+    return facts
 
 
 def _one_header(request: Request, name: str, limit: int = _MAX_HEADER_CHARS) -> str | None:

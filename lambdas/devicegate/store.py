@@ -464,10 +464,22 @@ def _compliance_item(host, enforced, fleet_id: int | None) -> dict:
     return item
 
 
-def _compliance_from_item(item: dict):
-    from .compliance.decision import HostCompliance, PolicyResult
+# The "results" attribute holds nothing host-specific (policy, outcome, resolution, enforced), so
+# hosts with the same results share one text, and a text always parses to the same immutable rows:
+# each distinct text is parsed once per container. Keyed on the whole text; failures are never
+# kept; bounded (when full it starts over).
+_RESULTS_CACHE_MAX = 256
+_results_cache: dict[str, tuple] = {}
 
-    rows = json.loads(item["results"]["S"])
+
+def _results_from_text(text: str) -> tuple:
+    """(PolicyResult rows, enforced policy ids) of a compliance item's "results" JSON."""
+    parsed = _results_cache.get(text)
+    if parsed is not None:
+        return parsed
+    from .compliance.decision import PolicyResult
+
+    rows = json.loads(text)
     results = tuple(
         PolicyResult(
             policy_id=str(r["id"]), name=r["name"], result=r.get("result"),
@@ -475,6 +487,17 @@ def _compliance_from_item(item: dict):
         )
         for r in rows
     )
+    parsed = (results, frozenset(str(r["id"]) for r in rows if r.get("enforced")))
+    if len(_results_cache) >= _RESULTS_CACHE_MAX:
+        _results_cache.clear()
+    _results_cache[text] = parsed
+    return parsed
+
+
+def _compliance_from_item(item: dict):
+    from .compliance.decision import HostCompliance
+
+    results, enforced = _results_from_text(item["results"]["S"])
     host = HostCompliance(
         host_uuid=item["host_uuid"]["S"],
         hostname=item.get("hostname", {}).get("S"),
@@ -483,7 +506,7 @@ def _compliance_from_item(item: dict):
         synced_at=_parse_ts(item, "synced_at"),
         device_users=tuple(item.get("device_users", {}).get("SS", [])),
     )
-    return host, frozenset(str(r["id"]) for r in rows if r.get("enforced"))
+    return host, enforced
 
 
 def _certificate_item(cert: CertificateRecord) -> dict:

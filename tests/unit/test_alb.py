@@ -345,6 +345,36 @@ def test_client_cert_from_leaf(cert):
     assert got.not_after == cert.not_valid_after_utc
 
 
+def test_a_leaf_is_parsed_once_per_exact_text(cert, monkeypatch):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    monkeypatch.setattr(alb, "_leaf_cache", {})
+    leaf = alb.format_mtls_headers(cert)["X-Amzn-Mtls-Clientcert-Leaf"]
+    first = alb.client_cert(mtls_request({alb.LEAF_HEADER: leaf}))
+    again = alb.client_cert(mtls_request({alb.LEAF_HEADER: leaf}))
+    assert first == again and first.der == again.der == cert.public_bytes(Encoding.DER)
+    assert list(alb._leaf_cache) == [leaf]
+    # the serial header is still checked against the (cached) leaf on every request
+    with pytest.raises(MtlsHeaderError):
+        alb.client_cert(mtls_request({alb.LEAF_HEADER: leaf, alb.SERIAL_HEADER: format(cert.serial_number + 1, "X")}))
+    # a malformed leaf is never remembered: refused every time
+    broken = leaf.replace("MII", "MIJ", 1)
+    for _ in range(2):
+        with pytest.raises(MtlsHeaderError):
+            alb.client_cert(mtls_request({alb.LEAF_HEADER: broken}))
+    assert list(alb._leaf_cache) == [leaf]
+
+
+def test_the_leaf_cache_is_bounded(cert, monkeypatch):
+    monkeypatch.setattr(alb, "_leaf_cache", {})
+    monkeypatch.setattr(alb, "_LEAF_CACHE_MAX", 2)
+    pem = alb.format_mtls_headers(cert)["X-Amzn-Mtls-Clientcert-Leaf"]
+    texts = [pem, pem + "%0A", pem + "%0A%0A"]  # the same certificate, three distinct header texts
+    for text in texts:
+        assert alb.client_cert(mtls_request({alb.LEAF_HEADER: text})).serial == cert.serial_number
+    assert len(alb._leaf_cache) <= 2 and texts[-1] in alb._leaf_cache
+
+
 def test_leaf_with_matching_hex_header(cert):
     leaf = alb.format_mtls_headers(cert)["X-Amzn-Mtls-Clientcert-Leaf"]
     lower_colons = ":".join(f"{b:02x}" for b in cert.serial_number.to_bytes(16, "big"))

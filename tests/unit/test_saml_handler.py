@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -152,6 +153,41 @@ def test_serial_header_must_match_the_leaf(world):
     _, event = world.redirect_event(cert, headers={"x-amzn-mtls-clientcert-serial-number": "01"})
     status, _, page = world.call(event)
     assert status == 400 and "SAMLResponse" not in page
+
+
+def _refusal_reasons(world, event, times):
+    from devicegate import telemetry
+
+    lines = []
+    telemetry.add_sink(lines.append)
+    try:
+        statuses = [world.call(event() if callable(event) else event)[:3:2] for _ in range(times)]
+    finally:
+        telemetry.remove_sink(lines.append)
+    return statuses, [json.loads(line)["reasons"][0]["message"] for line in lines]
+
+
+def test_leaf_not_signed_by_the_ca_is_refused_every_time(world):
+    _, good = world.device(results=PASSING)
+    assert world.call(world.redirect_event(good)[1])[0] == 200  # a verified leaf (remembered as such)
+    _, forged = world.device(results=PASSING, ca_key=pki.new_key())  # the CA's name, another key's signature
+    statuses, reasons = _refusal_reasons(world, lambda: world.redirect_event(forged)[1], 3)
+    assert [status for status, _ in statuses] == [403] * 3
+    assert all("SAMLResponse" not in page for _, page in statuses)
+    assert reasons == ["the certificate is not signed by the CA"] * 3
+    assert world.call(world.redirect_event(good)[1])[0] == 200
+
+
+def test_a_verified_leaf_is_checked_again_against_another_ca(world, monkeypatch):
+    from devicegate.saml import handler
+
+    _, cert = world.device(results=PASSING)
+    assert world.call(world.redirect_event(cert)[1])[0] == 200
+    other_key = pki.new_key()
+    monkeypatch.setattr(handler._idp(), "ca_cert", pki.self_signed_ca("another CA", other_key, scep=True))
+    statuses, reasons = _refusal_reasons(world, lambda: world.redirect_event(cert)[1], 2)
+    assert [status for status, _ in statuses] == [403, 403]
+    assert reasons == ["the presented certificate differs from the issued one"] * 2
 
 
 def test_request_without_subject(world, monkeypatch, moto_server, scep_ca):

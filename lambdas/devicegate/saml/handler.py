@@ -116,6 +116,7 @@ def _refresh_signing_key(idp: Idp) -> None:
 def reset() -> None:
     with _lock:
         _state.clear()
+        _issued_by_ca.clear()
     settings.load_idp.cache_clear()
     settings.load_fleet.cache_clear()
 
@@ -178,18 +179,43 @@ def _device(idp: Idp, request: alb.Request, now: datetime) -> CertificateRecord:
         raise _DeviceRefused(pages.unknown_certificate(), f"unknown certificate serial {presented.serial_hex}")
     if presented.leaf is not None:
         leaf = presented.leaf
-        if leaf.public_bytes(Encoding.DER) != record.der or leaf.issuer != idp.ca_cert.subject:
+        der = presented.der if presented.der is not None else leaf.public_bytes(Encoding.DER)
+        if der != record.der:
             raise _DeviceRefused(pages.unknown_certificate(), "the presented certificate differs from the issued one")
-        try:  # the load balancer verified the chain already; this costs one RSA verify
-            leaf.verify_directly_issued_by(idp.ca_cert)
-        except Exception:
-            raise _DeviceRefused(pages.unknown_certificate(), "the certificate is not signed by the CA") from None
+        _check_issued_by_ca(leaf, der, idp.ca_cert)
     if record.status != "active":
         raise _DeviceRefused(pages.revoked_certificate(),
                              f"certificate revoked: {record.revocation_reason or 'no reason recorded'}", record)
     if not record.not_before <= now < record.not_after:
         raise _DeviceRefused(pages.expired_certificate(), "certificate outside its validity period", record)
     return record
+
+
+# Leaves found issued by the CA, as (leaf DER, CA DER): both checks below depend on those bytes
+# alone, so a device's later logins skip the RSA verify. Only successes are kept; bounded (when
+# full it starts over).
+_ISSUED_MAX = 256
+_issued_by_ca: set[tuple[bytes, bytes]] = set()
+_ca_der: tuple = (None, b"")  # (the CA certificate object, its DER): held, so `is` stays meaningful
+
+
+def _check_issued_by_ca(leaf: x509.Certificate, der: bytes, ca_cert: x509.Certificate) -> None:
+    global _ca_der
+    held = _ca_der
+    if held[0] is not ca_cert:
+        held = _ca_der = (ca_cert, ca_cert.public_bytes(Encoding.DER))
+    key = (der, held[1])
+    if key in _issued_by_ca:
+        return
+    if leaf.issuer != ca_cert.subject:
+        raise _DeviceRefused(pages.unknown_certificate(), "the presented certificate differs from the issued one")
+    try:  # the load balancer verified the chain already; this costs one RSA verify
+        leaf.verify_directly_issued_by(ca_cert)
+    except Exception:
+        raise _DeviceRefused(pages.unknown_certificate(), "the certificate is not signed by the CA") from None
+    if len(_issued_by_ca) >= _ISSUED_MAX:
+        _issued_by_ca.clear()
+    _issued_by_ca.add(key)
 
 
 # ------------------------------------------------------------------------------ SSO
