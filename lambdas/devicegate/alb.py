@@ -500,9 +500,9 @@ class ClientCert:
     der: bytes | None = field(default=None, repr=False, compare=False)  # the leaf's DER, when there is a leaf
 
     def __init__(self, serial: int, leaf: x509.Certificate | None, subject: str | None, issuer: str | None,
-                 not_before: datetime | None, not_after: datetime | None):
+                 not_before: datetime | None, not_after: datetime | None, der: bytes | None = None):
         self.__dict__.update(serial=serial, leaf=leaf, subject=subject, issuer=issuer, not_before=not_before,
-                             not_after=not_after)
+                             not_after=not_after, der=der)
 
     @property
     def serial_hex(self) -> str:
