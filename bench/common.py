@@ -143,6 +143,15 @@ def _conditional(operation_name: str, params: dict) -> bool:
     )
 
 
+def _items_read(operation_name: str, params: dict) -> int:
+    """Items a read asks for: a BatchGetItem or TransactGetItems reads one per key, as two GetItems would."""
+    if operation_name == "BatchGetItem":
+        return sum(len(table.get("Keys", ())) for table in params.get("RequestItems", {}).values())
+    if operation_name == "TransactGetItems":
+        return len(params.get("TransactItems", ()))
+    return 1
+
+
 class CallCounter:
     """Counts every AWS API call made in this process (all botocore clients and devicegate.awsjson's),
     by service and operation."""
@@ -151,7 +160,7 @@ class CallCounter:
     WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
 
     def __init__(self):
-        self.calls: list[tuple[str, str, bool]] = []
+        self.calls: list[tuple[str, str, bool, int]] = []  # service, operation, conditional, items read
         self._original = None
 
     def __enter__(self):
@@ -162,7 +171,8 @@ class CallCounter:
 
         def counting(client, operation_name, api_params):
             service = client.meta.service_model.service_name
-            counter.calls.append((service, operation_name, _conditional(operation_name, api_params)))
+            counter.calls.append((service, operation_name, _conditional(operation_name, api_params),
+                                  _items_read(operation_name, api_params)))
             return original(client, operation_name, api_params)
 
         BaseClient._make_api_call = counting
@@ -172,7 +182,8 @@ class CallCounter:
         self._original_light = original_light = awsjson.Client.call
 
         def counting_light(client, operation_name, params):
-            counter.calls.append((client.service, operation_name, _conditional(operation_name, params)))
+            counter.calls.append((client.service, operation_name, _conditional(operation_name, params),
+                                  _items_read(operation_name, params)))
             return original_light(client, operation_name, params)
 
         awsjson.Client.call = counting_light
@@ -191,20 +202,21 @@ class CallCounter:
 
     def dynamodb(self) -> dict:
         ops: dict[str, int] = {}
-        conditional = 0
-        for service, op, cond in self.calls:
+        conditional = items = 0
+        for service, op, cond, read in self.calls:
             if service != "dynamodb":
                 continue
             ops[op] = ops.get(op, 0) + 1
             conditional += cond and op in self.WRITES
-        reads = sum(n for op, n in ops.items() if op in self.READS)
+            items += read if op in self.READS else 0
         writes = sum(n for op, n in ops.items() if op in self.WRITES)
-        return {"total": sum(ops.values()), "reads": reads, "writes": writes,
-                "conditional_writes": conditional, "by_operation": dict(sorted(ops.items()))}
+        # reads: items read (a BatchGetItem of two keys is two reads, in one call)
+        return {"total": sum(ops.values()), "reads": items, "read_calls": sum(n for op, n in ops.items() if op in self.READS),
+                "writes": writes, "conditional_writes": conditional, "by_operation": dict(sorted(ops.items()))}
 
     def other_services(self) -> dict:
         ops: dict[str, int] = {}
-        for service, op, _ in self.calls:
+        for service, op, _, _ in self.calls:
             if service != "dynamodb":
                 ops[f"{service}:{op}"] = ops.get(f"{service}:{op}", 0) + 1
         return ops

@@ -98,8 +98,9 @@ SPECS: tuple[FunctionSpec, ...] = (
                                 "dynamodb:TransactWriteItems")),
     FunctionSpec("idp", "SAML IdP (/saml/metadata, /saml/sso, /saml/recheck)", 512, 30, 50,
                  secrets=("ca", "idp_key", "fleet_token"),
-                 table_actions=("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
-                                "dynamodb:UpdateItem")),
+                 # BatchGetItem: a login reads its certificate and its host's compliance in one call
+                 table_actions=("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem",
+                                "dynamodb:DeleteItem", "dynamodb:UpdateItem")),
     FunctionSpec("webhook", "Fleet policy webhook (/fleet/webhook)", 256, 30, 10,
                  secrets=("fleet_token", "webhook_secret"),
                  table_actions=("dynamodb:GetItem", "dynamodb:PutItem")),

@@ -229,6 +229,8 @@ def _decode_dynamodb(doc: dict) -> dict:
             doc[name] = _decode_item(doc[name])
     if "Items" in doc:
         doc["Items"] = [_decode_item(i) for i in doc["Items"]]
+    if isinstance(doc.get("Responses"), dict):  # BatchGetItem: {table: [items]}
+        doc["Responses"] = {table: [_decode_item(i) for i in items] for table, items in doc["Responses"].items()}
     return doc
 
 
@@ -440,6 +442,7 @@ class Client:
     # ------------------------------------------------------------------ boto3's method names
 
     get_item = _operation("GetItem")
+    batch_get_item = _operation("BatchGetItem")
     put_item = _operation("PutItem")
     update_item = _operation("UpdateItem")
     delete_item = _operation("DeleteItem")

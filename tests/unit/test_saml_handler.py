@@ -252,3 +252,20 @@ def test_check_again_must_be_a_same_origin_form(world):
     assert status == 400 and "this sign-in page" in page
     event = world.post_event(cert, "/saml/recheck", {"token": token}, headers={"origin": "https://okta.devicegate.example.com"})
     assert world.call(event)[0] == 403  # same origin: still blocked, but the form is accepted
+
+
+def test_a_login_reads_its_certificate_and_compliance_in_one_call(world, monkeypatch):
+    from devicegate.store import Store
+
+    host, cert = world.device(results=PASSING)
+    assert world.call(world.redirect_event(cert)[1])[0] == 200  # the first login also records the first use
+    calls = []
+    real = Store._call
+    monkeypatch.setattr(Store, "_call", lambda self, op, **kw: (calls.append(op), real(self, op, **kw))[1])
+    status, _, page = world.call(world.redirect_event(cert)[1])
+    assert status == 200 and "SAMLResponse" in page
+    assert calls == ["batch_get_item", "put_item"]  # 2 reads in one round trip + the replay guard
+    _, failing = world.device(results=FAILING)
+    calls.clear()
+    # blocked: the same two reads in one call, the replay guard, then the pending sign-in "check again" resumes
+    assert world.call(world.redirect_event(failing)[1])[0] == 403 and calls == ["batch_get_item", "put_item", "put_item"]

@@ -55,3 +55,41 @@ def test_the_results_cache_is_bounded(monkeypatch):
         host, _ = store_mod._compliance_from_item(store_mod._compliance_item(_host("A", rows), set(), None))
         assert host.results == rows
     assert 1 <= len(store_mod._results_cache) <= 2
+
+
+def test_batch_read_asks_again_for_unprocessed_keys_then_reads_them_one_by_one():
+    from datetime import datetime, timezone
+
+    from devicegate import store as store_mod
+
+    cert_key = {"pk": {"S": "CERT#a"}, "sk": {"S": "CERT"}}
+    comp_key = {"pk": {"S": "COMPLIANCE"}, "sk": {"S": "HOST#H"}}
+    cert_item = store_mod._certificate_item(store_mod.CertificateRecord(
+        serial=10, host_uuid="H", status="active", not_before=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        not_after=datetime(2027, 1, 1, tzinfo=timezone.utc), issued_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        der=b"\x30\x00", subject="CN=x", transaction_key="k", kind="enroll"))
+
+    class Client:
+        def __init__(self, unprocessed_rounds):
+            self.rounds, self.calls = unprocessed_rounds, []
+
+        def batch_get_item(self, RequestItems):
+            keys = RequestItems["t"]["Keys"]
+            assert RequestItems["t"]["ConsistentRead"] is True
+            self.calls.append(("batch", len(keys)))
+            answered = [cert_item] if cert_key in keys else []
+            left = [comp_key] if comp_key in keys and self.rounds > 0 else []
+            self.rounds -= 1
+            return {"Responses": {"t": answered}, "UnprocessedKeys": {"t": {"Keys": left}} if left else {}}
+
+        def get_item(self, TableName, Key, ConsistentRead):
+            self.calls.append(("get", Key["pk"]["S"]))
+            return {}
+
+    assert store_mod.serial_key(10) == "a"
+    once = Client(unprocessed_rounds=1)
+    record, compliance = store_mod.Store("t", client=once).get_certificate_and_compliance(10, "H")
+    assert record.serial == 10 and compliance is None and once.calls == [("batch", 2), ("batch", 1)]
+    stuck = Client(unprocessed_rounds=99)
+    record, compliance = store_mod.Store("t", client=stuck).get_certificate_and_compliance(10, "H")
+    assert record.serial == 10 and stuck.calls == [("batch", 2), ("batch", 1), ("batch", 1), ("get", "COMPLIANCE")]

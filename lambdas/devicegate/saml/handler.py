@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .. import alb, settings, telemetry
 from ..compliance import decision as decision_mod
 from ..compliance.source import ComplianceSource, FleetSource, StoreSource
+from ..scep import hostid
 from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
 from . import authn_request, metadata, pages, response
 
@@ -162,9 +163,16 @@ class _DeviceRefused(Exception):
         self.page, self.reason, self.record = page, reason, record
 
 
-def _device(idp: Idp, request: alb.Request, now: datetime) -> CertificateRecord:
+_NOT_READ = object()  # a login's compliance not read along with its certificate
+
+
+def _device(idp: Idp, request: alb.Request, now: datetime, *, with_compliance: bool = False):
     """The certificate record behind the verified client certificate; _DeviceRefused (with
-    the page to show and the reason for the audit record) otherwise."""
+    the page to show and the reason for the audit record) otherwise.
+
+    ``with_compliance`` (a login): ``(record, compliance)``, where compliance is what the store
+    holds for the host the leaf names, read in the same round trip as the record (or _NOT_READ
+    when it could not be: no leaf, no host in it, a source that is not the store, another host)."""
     try:
         presented = alb.client_cert(request, serial_header=idp.config.serial_header, serial_format=idp.config.serial_format,
                                     leaf_header=idp.config.leaf_header)
@@ -174,7 +182,14 @@ def _device(idp: Idp, request: alb.Request, now: datetime) -> CertificateRecord:
                              f"unusable certificate headers: {exc}") from None
     if presented is None:
         raise _DeviceRefused(pages.no_certificate(), "no client certificate")
-    record = idp.store.get_certificate(presented.serial)
+    compliance, host = _NOT_READ, None
+    if with_compliance and presented.leaf is not None and isinstance(idp.source, StoreSource) \
+            and idp.source.store is idp.store:
+        host = hostid.host_uuid_of(presented.leaf)
+    if host is not None:
+        record, compliance = idp.store.get_certificate_and_compliance(presented.serial, host)
+    else:
+        record = idp.store.get_certificate(presented.serial)
     if record is None:
         raise _DeviceRefused(pages.unknown_certificate(), f"unknown certificate serial {presented.serial_hex}")
     if presented.leaf is not None:
@@ -188,7 +203,9 @@ def _device(idp: Idp, request: alb.Request, now: datetime) -> CertificateRecord:
                              f"certificate revoked: {record.revocation_reason or 'no reason recorded'}", record)
     if not record.not_before <= now < record.not_after:
         raise _DeviceRefused(pages.expired_certificate(), "certificate outside its validity period", record)
-    return record
+    if not with_compliance:
+        return record
+    return record, (compliance if host == record.host_uuid else _NOT_READ)
 
 
 # Leaves found issued by the CA, as (leaf DER, CA DER): both checks below depend on those bytes
@@ -237,7 +254,7 @@ def _sso(idp: Idp, request: alb.Request) -> alb.Response:
         return pages.bad_request(exc.reason)
 
     try:
-        device = _device(idp, request, now)
+        device, compliance = _device(idp, request, now, with_compliance=True)
     except _DeviceRefused as refused:
         _audit(request, "login", authn, refused.record, "device_refused", refused.page.status, reason=refused.reason)
         return refused.page
@@ -258,12 +275,13 @@ def _sso(idp: Idp, request: alb.Request) -> alb.Response:
         "serial": format(device.serial, "x"),
         "host_uuid": device.host_uuid,
     }
-    return _answer(idp, request, pending, device, now, action="login")
+    return _answer(idp, request, pending, device, now, action="login", compliance=compliance)
 
 
 def _answer(idp: Idp, request: alb.Request, pending: dict, device: CertificateRecord, now: datetime, *, action: str,
-            token: str | None = None, bypass: bool = False) -> alb.Response:
-    compliance = idp.source.host(device.host_uuid, refresh=action != "login")
+            token: str | None = None, bypass: bool = False, compliance=_NOT_READ) -> alb.Response:
+    if compliance is _NOT_READ:
+        compliance = idp.source.host(device.host_uuid, refresh=action != "login")
     host, enforced = compliance if compliance else (None, frozenset())
     name_id, name_id_format = pending["name_id"], pending["name_id_format"]
     if name_id is None:
