@@ -67,11 +67,25 @@ print(json.dumps({"ms": (time.perf_counter() - t0) * 1000}))
 """
 
 
-def _child_code(module: str, init: str | None) -> str:
+# What the Lambda Python runtime has imported before it loads a handler: its bootstrap module
+# (awslambdaric, the runtime interface client of the AWS base images). A cold start in Lambda
+# pays the handler's imports on top of these, so the second set of figures imports it first in
+# both children, before their clocks.
+RUNTIME_PRELUDE = "import awslambdaric.bootstrap  # the Lambda runtime's own imports\n"
+
+
+def runtime_available(env: dict | None = None) -> str | None:
+    """awslambdaric's version when it is installed (tests/requirements-bench.txt), else None."""
+    out = subprocess.run([sys.executable, "-c", RUNTIME_PRELUDE + "import importlib.metadata as m; "
+                          "print(m.version('awslambdaric'))"], capture_output=True, text=True, env=env, timeout=60)
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _child_code(module: str, init: str | None, prelude: str = "") -> str:
     # MODS_AT_IMPORT: the module list right after the import (before init)
     code = _CHILD.replace("MODULE", repr(module))
     code = code.replace("keys_at_import = _n[0]\n", "keys_at_import = _n[0]\nMODS_AT_IMPORT = [n for n in sys.modules if n not in pre]\n")
-    return code.replace("INIT_CODE", init or "pass")
+    return prelude + code.replace("INIT_CODE", init or "pass")
 
 
 def _run(code: str, env: dict, *args) -> dict:
@@ -81,7 +95,8 @@ def _run(code: str, env: dict, *args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(repeats: int, names=None, world_env: dict | None = None) -> dict:
+def measure(repeats: int, names=None, world_env: dict | None = None, prelude: str = "") -> dict:
+    """``prelude``: code both children run before their clocks (RUNTIME_PRELUDE: in the Lambda runtime)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(common.LAMBDAS)
     # No PYTHONDONTWRITEBYTECODE at all: any non-empty value (even "0") stops Python writing .pyc
@@ -90,12 +105,12 @@ def measure(repeats: int, names=None, world_env: dict | None = None) -> dict:
     for short, module in HANDLERS.items():
         if names is not None and short not in names:
             continue
-        _run(_child_code(module, None), env)  # warm the page cache and the .pyc files
+        _run(_child_code(module, None, prelude), env)  # warm the page cache and the .pyc files
         imp, deps_imp, imp_init, deps_init, info = [], [], [], [], None
         for _ in range(repeats):
-            info = _run(_child_code(module, None), env)
+            info = _run(_child_code(module, None, prelude), env)
             imp.append(info["import_ms"])
-            deps_imp.append(_run(_DEPS, env, json.dumps(info["third_party_at_import"]))["ms"])
+            deps_imp.append(_run(prelude + _DEPS, env, json.dumps(info["third_party_at_import"]))["ms"])
         entry = {
             "import": summary(imp),
             "third_party_alone": summary(deps_imp),
@@ -107,9 +122,9 @@ def measure(repeats: int, names=None, world_env: dict | None = None) -> dict:
         if short in INIT and world_env is not None:
             ienv = {**env, **world_env}
             for _ in range(repeats):
-                info2 = _run(_child_code(module, INIT[short]), ienv)
+                info2 = _run(_child_code(module, INIT[short], prelude), ienv)
                 imp_init.append(info2["import_ms"] + info2["init_ms"])
-                deps_init.append(_run(_DEPS, ienv, json.dumps(info2["third_party_after_init"]))["ms"])
+                deps_init.append(_run(prelude + _DEPS, ienv, json.dumps(info2["third_party_after_init"]))["ms"])
             entry["import_plus_init"] = summary(imp_init)
             entry["third_party_alone_after_init"] = summary(deps_init)
             entry["ratio_with_init"] = round(common.median(imp_init) / common.median(deps_init), 3)
