@@ -194,10 +194,10 @@ def _scep(r):
                 f"in total (stack {_f(stack)} + moto {_f(moto)}{f' + simulated Fleet {_f(fleet_ms)}' if fleet else ''} + "
                 f"client {_f(client)}), so the local stack cannot exceed "
                 f"~{_f(2000 / (stack + moto + fleet_ms + client), 0)} enrollments/s on 2 idle cores, and the stack process is a "
-                f"single Python process (one GIL) serving the handler{', TLS and the simulated Fleet' if not fleet_row else ' and TLS'}. The moto stand-in is "
-                "the largest consumer and is not part of what ships; the throughput target is therefore judged on a "
-                "setup dominated by the DynamoDB stand-in, and more clients only add contention (the figures fall "
-                "beyond 2 clients).", ""]
+                f"single Python process (one GIL) serving the handler{', TLS and the simulated Fleet' if not fleet_row else ' and TLS'}. "
+                f"scepserver's side of the same sum: server {_f(_m(s, 'cpu_per_enrollment'))} + client "
+                f"{_f(s['client_cpu_ms_per_enrollment'])} ms. The moto stand-in ({_f(moto)} ms here) is DynamoDB's work "
+                "in production, not ours.", ""]
     i = r.get("scep_inprocess")
     if i:
         hd, fl = i["handler"], i["crypto_floor"]
@@ -209,11 +209,10 @@ def _scep(r):
             "|---|---|",
             f"| wall, whole handler | {_f(_m(hd, 'wall_per_enrollment'))} |",
             f"| CPU of this process | {_f(_m(hd, 'cpu_per_enrollment'))} |",
-            f"| wall inside the store (boto3 + wait for moto) | {_f(_m(hd, 'store_wall_per_enrollment'))} |",
+            f"| wall inside the store (devicegate.awsjson + wait for moto) | {_f(_m(hd, 'store_wall_per_enrollment'))} |",
             f"| wall excluding the store | {_f(_m(hd, 'wall_excluding_store'))} |",
             f"| crypto floor, cryptography alone ({fl['operations']}) | {_f(_m(fl, 'cpu_per_enrollment'))} |",
             f"| of the profiled time: asn1crypto | {_f(_bucket(p, 'asn1crypto'))} |",
-            f"| of the profiled time: botocore/boto3/urllib3 Python | {_f(_bucket(p, 'botocore'))} |",
             f"| of the profiled time: socket wait (DynamoDB round trips) | {_f(_bucket(p, 'socket'))} |",
             f"| of the profiled time: cryptography calls | {_f(_bucket(p, 'cryptography'))} |",
             "",
@@ -289,7 +288,8 @@ def _cold(r):
            "Fresh interpreter per measurement (`python -c`, PYTHONPATH=lambdas, warm page cache and .pyc). "
            "\"Third-party alone\" imports, in a fresh interpreter, exactly the third-party modules the handler had "
            "loaded at that point. \"Init\" is the first request's per-container set-up (`_authority()` for SCEP, "
-           "`_idp()` for the IdP: settings, Secrets Manager reads from moto, PEM key loading, boto3 clients).",
+           "`_idp()` for the IdP: settings, Secrets Manager reads from moto (devicegate.awsjson: http.client and ssl "
+           "are imported here), PEM key loading).",
            "",
            "| handler | import ms | third-party alone ms | ratio | import+init ms | third-party alone (after init) ms | ratio | third-party packages at import |",
            "|---|---|---|---|---|---|---|---|"]

@@ -61,7 +61,7 @@ def _event(message: bytes) -> dict:
 
 
 class StoreTimer:
-    """Wall time spent inside devicegate.store.Store._call (boto3 + the wait for DynamoDB)."""
+    """Wall time spent inside devicegate.store.Store._call (devicegate.awsjson + the wait for DynamoDB)."""
 
     def __init__(self):
         self.seconds = 0.0

@@ -85,7 +85,7 @@ def _response_of(result) -> bytes:
 
 @contextmanager
 def store_cpu():
-    """CPU time of this process spent inside Store._call (botocore's own work), so that the CPU
+    """CPU time of this process spent inside Store._call (the AWS client's own work), so that the CPU
     outside the store can be set against the floor, which is CPU time too."""
     from devicegate import store as store_mod
 
