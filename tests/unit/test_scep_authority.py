@@ -127,7 +127,9 @@ def test_a_retry_gets_its_certificate_after_the_challenge_rotated_or_fleet_dropp
     assert len(store.host_certificates(host)) == 1
 
 
-def test_a_refusal_is_the_answer_even_when_the_store_is_down(scep_ca):
+def test_a_refused_request_while_the_store_is_down_is_told_to_retry(scep_ca):
+    # it may be a retry the store would have answered with its certificate: "retry later", not
+    # the refusal, and nothing issued
     from devicegate import store as store_mod
 
     class Down:
@@ -139,7 +141,30 @@ def test_a_refusal_is_the_answer_even_when_the_store_is_down(scep_ca):
                      accept_cn_uuid=False)
     key = h.key()
     csr = h.make_csr(key, host_uuid=h.new_uuid(), challenge="wrong")
-    expect_failure(auth, h.pkcs_req(cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "challenge")
+    expect_failure(auth, h.pkcs_req(cert, private_key=key, csr=csr)[0], key, FailInfo.BAD_REQUEST, "retry later")
+
+
+def test_a_retry_gets_its_certificate_while_the_challenge_secret_is_unreadable(store, scep_ca):
+    cert, ca_key = scep_ca
+    state = {"down": False}
+
+    def challenge():
+        if state["down"]:
+            raise ConnectionError("Secrets Manager unreachable")
+        return "secret"
+
+    auth = Authority(ca_cert=cert, ca_key=ca_key, store=store, challenge=challenge, validity_days=30,
+                     accept_cn_uuid=False)
+    key = h.key()
+    csr = h.make_csr(key, host_uuid=h.new_uuid())
+    first, _, _, signer = h.pkcs_req(cert, private_key=key, csr=csr, transaction_id="secret-down")
+    issued = enroll(auth, first, key).certificates[0]
+    state["down"] = True
+    retry = h.pkcs_req(cert, private_key=key, csr=csr, transaction_id="secret-down", signer_cert=signer)[0]
+    assert enroll(auth, retry, key).certificates[0].serial_number == issued.serial_number
+    fresh_key = h.key()  # a new request cannot be checked: refused, saying why
+    expect_failure(auth, h.pkcs_req(cert, private_key=fresh_key)[0], fresh_key, FailInfo.BAD_REQUEST,
+                   "cannot check the challenge right now; retry later")
 
 
 def test_concurrent_retries_issue_one_certificate(authority, store):

@@ -321,10 +321,9 @@ class Authority:
         try:
             host_uuid, renewed_from = self._checked_host(request, facts)
         except Refusal:
-            try:
-                previous = self.store.get_transaction(key)
-            except store_mod.StoreUnavailable:
-                previous = None  # the refusal is the answer either way
+            # StoreUnavailable from this read is the answer then ("retry later"): it may be a
+            # retry that would have got its certificate
+            previous = self.store.get_transaction(key)
             if previous is not None and hmac.compare_digest(previous.csr_sha256, csr_sha256):
                 return self._recorded_certificate(previous)
             raise
@@ -384,7 +383,12 @@ class Authority:
         if request.message_type == MessageType.RENEWAL_REQ:
             host_uuid, renewed_from = self._check_renewal(request, facts)
         else:
-            if not challenge_matches(facts.challenge, self.challenge()):
+            try:
+                expected = self.challenge()
+            except Exception as exc:  # Secrets Manager unreachable: fail closed, say why
+                log.warning("reading the SCEP challenge failed: %s", exc)
+                raise Refusal(FailInfo.BAD_REQUEST, "the CA cannot check the challenge right now; retry later") from None
+            if not challenge_matches(facts.challenge, expected):
                 raise Refusal(FailInfo.BAD_REQUEST, "the challenge password is wrong or missing")
             host_uuid = facts.host_uuid
         if host_uuid is None:
