@@ -304,3 +304,54 @@ def test_connections_are_kept_alive_and_bodies_framed(moto_server, monkeypatch):
     reply = conn.getresponse()
     body = reply.read()
     assert reply.status == 200 and int(reply.headers["Content-Length"]) == len(body) and reply.will_close
+
+
+@pytest.mark.parametrize("raw,status", [
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabcGET /smuggled HTTP/1.1\r\n\r\n", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nabc\r\n0\r\n\r\n", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\nab", 400),
+    (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\nab", 413),
+    (b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\n\r\n", 500),
+])
+def test_the_keep_alive_front_frames_requests_strictly(raw, status):
+    """Found by review: whatever is not framed by exactly one Content-Length or plain chunked
+    encoding is refused and the connection closed, so no leftover bytes become a request; an
+    app failure is a 500 that also ends the connection."""
+    import socket
+    import threading
+
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("app failure")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok:" + environ["wsgi.input"].read()]
+
+    server = dynamo._WsgiServer(("127.0.0.1", 0), app)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(raw)
+            reply = b""
+            while chunk := sock.recv(65536):  # ends: the server closes the connection
+                reply += chunk
+        assert reply.startswith(f"HTTP/1.1 {status} ".encode()) and reply.count(b"HTTP/1.1 ") == 1, reply[:300]
+        assert seen == (["/boom"] if status == 500 else [])
+        # chunked and plain bodies that are framed right still arrive whole, on one connection
+        with socket.create_connection(server.server_address, timeout=5) as sock:
+            sock.sendall(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
+                         b"POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nfg")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.count(b"HTTP/1.1 200 ") == 2 and b"ok:abcde" in reply and reply.endswith(b"ok:fg"), reply
+    finally:
+        server.shutdown()
+        server.server_close()

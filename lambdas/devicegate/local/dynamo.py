@@ -298,6 +298,8 @@ class _WsgiHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: "_WsgiServer"
+    timeout = 120  # an idle kept-alive connection gives its thread back
+    MAX_BODY = 16 * 1024 * 1024
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
         pass
@@ -308,29 +310,58 @@ class _WsgiHandler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError):
             self.close_connection = True
 
-    def _body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+    class _Unframed(Exception):
+        def __init__(self, status: int, reason: str):
+            super().__init__(reason)
+            self.status, self.reason = status, reason
+
+    def _exactly(self, n: int) -> bytes:
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise self._Unframed(400, "body cut short")
+        return data
+
+    def _body(self) -> bytes:
+        """The whole body, framed strictly (one Content-Length, or chunked and nothing else), or
+        _Unframed: the connection then closes, so nothing left over is read as a request."""
+        encodings = self.headers.get_all("Transfer-Encoding") or []
+        lengths = self.headers.get_all("Content-Length") or []
+        if encodings:
+            if [e.strip().lower() for e in encodings] != ["chunked"] or lengths:
+                raise self._Unframed(400, "unsupported Transfer-Encoding")
+            chunks, total = [], 0
             while True:
-                size = int(self.rfile.readline(66).split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline(66)
+                size_text = line.split(b";")[0].strip()
+                if not line.endswith(b"\n") or not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+                    raise self._Unframed(400, "bad chunk size")
+                size = int(size_text, 16)
+                total += size
+                if total > self.MAX_BODY:
+                    raise self._Unframed(413, "body too large")
                 if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
+                    while (trailer := self.rfile.readline(8192)) not in (b"\r\n", b"\n"):
+                        if not trailer.endswith(b"\n"):
+                            raise self._Unframed(400, "bad trailer")
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(3)
-        length = self.headers.get("Content-Length")
-        if length is None:
+                chunks.append(self._exactly(size))
+                if self._exactly(2) != b"\r\n":
+                    raise self._Unframed(400, "chunk not followed by CRLF")
+        if not lengths:
             return b""
-        if not length.isdigit():
-            return None
-        return self.rfile.read(int(length))
+        if len(lengths) != 1 or not lengths[0].isascii() or not lengths[0].strip().isdigit():
+            raise self._Unframed(400, "bad Content-Length")
+        length = int(lengths[0])
+        if length > self.MAX_BODY:
+            raise self._Unframed(413, "body too large")
+        return self._exactly(length)
 
     def _serve(self) -> None:
-        body = self._body()
-        if body is None:
-            self.send_error(400, "bad Content-Length")
+        try:
+            body = self._body()
+        except self._Unframed as exc:
             self.close_connection = True
+            self.send_error(exc.status, exc.reason)
             return
         path, _, query = self.path.partition("?")
         if "://" in path:  # absolute-form target
@@ -356,12 +387,17 @@ class _WsgiHandler(BaseHTTPRequestHandler):
             reply["status"], reply["headers"] = status, headers
             return lambda data: reply.setdefault("early", []).append(data)
 
-        result = self.server.app(environ, start_response)
         try:
-            data = b"".join([*reply.get("early", ()), *result])
-        finally:
-            if hasattr(result, "close"):
-                result.close()
+            result = self.server.app(environ, start_response)
+            try:
+                data = b"".join([*reply.get("early", ()), *result])
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except Exception:  # noqa: BLE001 - as werkzeug did: a 500, and this connection ends
+            self.close_connection = True
+            self.send_error(500, "moto failed")
+            return
         code, _, reason = reply["status"].partition(" ")
         lines = [f"HTTP/1.1 {code} {reason}".encode("latin-1")]
         for name, value in reply["headers"]:
