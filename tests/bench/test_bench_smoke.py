@@ -31,6 +31,7 @@ def test_quick_run_reports_every_figure(tmp_path):
         ("sso", "ours", "cpu_excluding_store"),
         ("sso", "from_memory", "wall_per_login"),
         ("sso", "from_memory", "cpu_per_login"),
+        ("sso", "from_memory_warm_caches", "cpu_per_login"),
         ("sso", "floor_after_waits", "cpu_per_login"),
         ("sso", "floor", "cpu_per_login"),
         ("sso", "lasso", "wall_per_login"),
@@ -70,3 +71,4 @@ def test_quick_run_reports_every_figure(tmp_path):
     assert "## Figures and targets" in text and "Optimisation candidates" in text
     assert "store answered from memory" in text and "Which figure the targets use" in text
     assert "after the Lambda runtime's bootstrap" in text
+    assert r["sso"]["from_memory"]["caches"].startswith("cold") and "cold per-device caches" in text
