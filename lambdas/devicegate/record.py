@@ -10,7 +10,10 @@ before, because the class is still processed by ``dataclass`` (with nothing to g
 What stays the same as ``@dataclass(frozen=True)``: ``__init__``'s signature (checked here against
 the fields, names and defaults, when the class is defined), ``__doc__``, ``repr``, ``==`` and
 ``hash`` (over the same fields, as tuples), ``FrozenInstanceError`` with the same messages. What
-differs: ``__dataclass_params__`` says ``frozen=False`` (nothing here reads it).
+differs: ``__dataclass_params__`` says ``frozen=False`` (nothing here reads it), so a
+``@dataclass(frozen=True)`` subclass of a ``@frozen`` record is refused by ``dataclass`` ("cannot
+inherit frozen dataclass from a non-frozen one") and a plain ``@dataclass`` one is not; no record
+here is subclassed.
 """
 
 from __future__ import annotations

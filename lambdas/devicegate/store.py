@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import field
@@ -179,6 +180,7 @@ class Store:
             pending = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys") or []
             if not pending:
                 break
+            time.sleep(random.uniform(0, 0.05 * 2 ** _attempt))  # throttled: back off, as AWS asks
         for key in pending:  # still unprocessed (throttled): one by one, as GetItem would
             wanted[(key["pk"]["S"], key["sk"]["S"])] = self._get(key["pk"]["S"], key["sk"]["S"])
         cert_item, compliance_item = wanted.values()

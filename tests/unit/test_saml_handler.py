@@ -269,3 +269,17 @@ def test_a_login_reads_its_certificate_and_compliance_in_one_call(world, monkeyp
     calls.clear()
     # blocked: the same two reads in one call, the replay guard, then the pending sign-in "check again" resumes
     assert world.call(world.redirect_event(failing)[1])[0] == 403 and calls == ["batch_get_item", "put_item", "put_item"]
+
+
+def test_compliance_read_along_with_the_certificate_counts_only_for_the_recorded_host(world):
+    # Found by review: nothing checked that the compliance prefetched for the leaf's SAN host is
+    # dropped when the certificate's record names another host (the record is authoritative).
+    from devicegate.store import serial_key
+
+    host_a, cert = world.device(results=PASSING)
+    host_b, _ = world.device(results=FAILING, hostname="other-mbp")
+    item = world.store._get(f"CERT#{serial_key(cert.serial_number)}", "CERT")
+    item["host_uuid"] = {"S": host_b}
+    world.store._call("put_item", TableName=world.store.table, Item=item)
+    status, _, page = world.call(world.redirect_event(cert)[1])
+    assert status == 403 and "other-mbp" in page and "Disk encryption" in page  # host B's results, not A's

@@ -27,6 +27,11 @@ class StoreSource:
     def host(self, host_uuid: str, *, refresh: bool) -> tuple[HostCompliance, frozenset[str]] | None:
         return self.store.get_compliance(host_uuid)
 
+    def login_store(self):
+        """The store whose ``get_compliance`` is all ``host(..., refresh=False)`` does, so that a
+        login may read it along with the certificate; None where that is not so."""
+        return self.store if type(self).host in (StoreSource.host, FleetSource.host) else None
+
 
 class FleetSource(StoreSource):
     def __init__(self, store, client, enforcement):

@@ -183,8 +183,8 @@ def _device(idp: Idp, request: alb.Request, now: datetime, *, with_compliance: b
     if presented is None:
         raise _DeviceRefused(pages.no_certificate(), "no client certificate")
     compliance, host = _NOT_READ, None
-    if with_compliance and presented.leaf is not None and isinstance(idp.source, StoreSource) \
-            and idp.source.store is idp.store:
+    login_store = getattr(idp.source, "login_store", None)
+    if with_compliance and presented.leaf is not None and login_store is not None and login_store() is idp.store:
         host = hostid.host_uuid_of(presented.leaf)
     if host is not None:
         record, compliance = idp.store.get_certificate_and_compliance(presented.serial, host)
