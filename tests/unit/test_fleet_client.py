@@ -171,6 +171,18 @@ def test_host_by_uuid_is_case_insensitive_and_none_when_unknown(sim, tls):
         client.host_by_uuid("../../admin")
 
 
+def test_host_lookups_ask_fleet_to_leave_the_software_inventory_out(sim, tls):
+    # Fleet's host detail carries every installed title unless asked not to; nothing here reads
+    # it, and each enrollment (host known?) and each "check again" asks for a host
+    populate(sim, 2)
+    client, _ = make_client(sim, tls)
+    sim.requests.clear()
+    assert client.host_by_uuid(hw_uuid(1)).host.id == 1 and client.host(2).host.id == 2
+    asked = [(p, q) for _, p, q in sim.requests]
+    assert [p.rsplit("/fleet", 1)[1] for p, _ in asked] == [f"/hosts/identifier/{hw_uuid(1)}", "/hosts/2"]
+    assert all(q.get("exclude_software") == "true" for _, q in asked), asked
+
+
 def test_host_by_uuid_does_not_trust_a_host_named_after_another_hosts_uuid(sim, tls):
     # Fleet's identifier lookup also matches hostnames: host 1 names itself after host 2's UUID.
     sim.add_host(hw_uuid(1), hw_uuid(2).upper(), "mallory@example.com")

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 API = "/api/v1/fleet"
 MAX_RESPONSE_BYTES = 20 * 1024 * 1024
+# A host's detail without its software inventory (hundreds of titles, each with paths and maybe
+# vulnerabilities): nothing here reads it. Fleet versions without the parameter ignore it.
+_NO_SOFTWARE = {"exclude_software": "true"}
 RETRY_AFTER_CAP = 30.0  # seconds; a server asking for longer gets retried after this
 DETAIL_PAGE_SIZE = 20  # hosts per populated listing page
 MAX_PAGES = 10_000
@@ -414,7 +417,7 @@ class FleetClient:
     def host(self, host_id: int) -> FleetHostDetail:
         """One host with its policy results. A host Fleet no longer has is a FleetError(status=404)."""
         host_id = self._id(host_id, "host id")
-        doc = self._get(f"/hosts/{host_id}", what=f"host {host_id}")
+        doc = self._get(f"/hosts/{host_id}", _NO_SOFTWARE, what=f"host {host_id}")
         return self._parsed(lambda: _detail(_field(doc, "host", "response"), "host"), f"host {host_id}")
 
     def host_by_uuid(self, uuid: str) -> FleetHostDetail | None:
@@ -427,7 +430,7 @@ class FleetClient:
             raise ValueError("not a hardware UUID (8-4-4-4-12 hex)")
         wanted = uuid.strip().upper()
         try:
-            doc = self._get(f"/hosts/identifier/{quote(uuid.strip(), safe='')}", what=f"host {wanted}")
+            doc = self._get(f"/hosts/identifier/{quote(uuid.strip(), safe='')}", _NO_SOFTWARE, what=f"host {wanted}")
         except FleetError as exc:
             if exc.status == 404:
                 return None

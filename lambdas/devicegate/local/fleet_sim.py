@@ -6,7 +6,8 @@ Routes (``/api/v1/fleet`` and ``/api/latest/fleet``):
     GET /hosts                       page, per_page, order_key, order_direction, after, team_id,
                                      policy_id + policy_response, query, populate_policies, device_mapping
     GET /hosts/{id}                  host detail with ``policies`` (response pass|fail|"") and ``end_users``
-    GET /hosts/identifier/{ident}    the same, by uuid, hostname or hardware serial (first match)
+    GET /hosts/identifier/{ident}    the same, by uuid, hostname or hardware serial (first match);
+                                     both with the software inventory unless exclude_software=true
     GET /hosts/{id}/device_mapping
     GET /global/policies, GET /teams, GET /teams/{id}/policies
 
@@ -82,6 +83,18 @@ class SimError(Exception):
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+SOFTWARE_PER_HOST = 300  # a Mac's inventory in Fleet: applications, browser extensions, packages
+
+
+def _software_inventory(host_id: int) -> list[dict]:
+    """What Fleet's host detail carries unless asked for ``exclude_software=true``: one entry per
+    installed title (a made-up but Fleet-shaped inventory, the same for a host every time)."""
+    return [{"id": 1000 + n, "name": f"Application {n}.app", "version": f"{1 + n % 17}.{n % 7}.{host_id % 10}",
+             "bundle_identifier": f"com.example.app{n}", "source": "apps", "browser": "", "generated_cpe": "",
+             "vulnerabilities": None, "installed_paths": [f"/Applications/Application {n}.app"],
+             "last_opened_at": None} for n in range(SOFTWARE_PER_HOST)]
 
 
 def _fleet_error(message: str, reason: str) -> dict:
@@ -506,7 +519,7 @@ class SimulatedFleet:
         return doc
 
     def _host_json(self, host: dict, *, policies: bool = False, device_mapping: bool = False,
-                   detail: bool = False) -> dict:
+                   detail: bool = False, software: bool = False) -> dict:
         team = self._state["teams"].get(str(host["team_id"])) if host["team_id"] is not None else None
         host_policies = self._host_policies(host)
         failing = sum(1 for _, r in host_policies if r == "fail")
@@ -536,6 +549,8 @@ class SimulatedFleet:
             }]
         if policies or detail:
             doc["policies"] = [self._host_policy_json(p, r) for p, r in host_policies]
+        if software:
+            doc["software"] = _software_inventory(host["id"])
         if device_mapping:
             doc["device_mapping"] = self._mapping(host) or None
         return doc
@@ -684,7 +699,8 @@ class SimulatedFleet:
                     if host is None:
                         return 404, _fleet_error("Resource Not Found",
                                                  f"Host {unquote(args[0])} was not found in the datastore"), {}
-                    return 200, {"host": self._host_json(host, detail=True)}, {}
+                    return 200, {"host": self._host_json(host, detail=True,
+                                                         software=query.get("exclude_software") != "true")}, {}
                 if name == "device_mapping":
                     host = self._state["hosts"].get(args[0])
                     if host is None:
