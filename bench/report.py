@@ -36,16 +36,20 @@ def render(r: dict) -> str:
         "Every figure is the median over repeats (count in `results.json`, with min/max); every ratio compares "
         "figures measured in the same run. The machine is shared: other engineers' local stacks and test runs were "
         "running at the same time (listed under `machine.other_busy_processes` in `results.json`), so absolute "
-        "wall times carry noise; CPU times from `/proc/<pid>/stat` and same-run ratios are the robust figures.",
+        "wall times carry noise; CPU times (from `/proc/<pid>/stat`, and the handlers' thread CPU in the local "
+        "stack's REPORT lines) and same-run ratios are the robust figures.",
         "",
         "## Reproduce",
         "",
         "```sh",
         "cd /work/main",
+        ".venv/bin/python -m infra.bundle     # once: caches the manylinux wheels the bundle figure needs",
         ".venv/bin/python -m bench            # full run: writes bench/results.json and this file",
-        ".venv/bin/python -m bench --quick    # smoke run (every figure, one repeat): bench/results-quick.json",
-        ".venv/bin/python -m bench --sections scep_http,sso   # a subset",
+        ".venv/bin/python -m bench --quick    # smoke run (every section, one repeat, cold start of health and scep "
+        "only; CPU on whole clock ticks): bench/results-quick.json",
+        ".venv/bin/python -m bench --sections scep_http,sso   # a subset: bench/results-subset.json",
         ".venv/bin/python -m bench.report bench/results.json > bench/RESULTS.md   # re-render",
+        ".venv/bin/python -m bench.scep_waits [N ROUNDS]   # what the SCEP handler's two waits cost (default 150 2)",
         ".venv/bin/python -m pytest tests/bench -q   # the smoke test",
         "```",
         "",
@@ -97,12 +101,12 @@ def render(r: dict) -> str:
                            f"time | {_f(_m(h[name], 'import'), 1)} | — | — | ≤ 1.15× | n/a |")
                 continue
             out.append(f"| 3 | cold start `{name}` ({where}): import (ms) vs its third-party imports alone | "
-                       f"{_f(_m(h[name], 'import'), 1)} | {_f(_m(h[name], 'third_party_alone'), 1)} | {_f(v['ratio_import'])}× | "
+                       f"{_f(_m(h[name], 'import'), 1)} | {_f(_m(h[name], 'third_party_alone'), 1)} | {_f(v['ratio_import'], 3)}× | "
                        f"≤ 1.15× | {_ok(v['met_import'])} |")
             if v["ratio_import_plus_init"] is not None:
                 out.append(f"| 3 | cold start `{name}` ({where}): import + first-request init (ms) vs third-party alone | "
                            f"{_f(_m(h[name], 'import_plus_init'), 1)} | {_f(_m(h[name], 'third_party_alone_after_init'), 1)} | "
-                           f"{_f(v['ratio_import_plus_init'])}× | ≤ 1.15× | {_ok(v['met_with_init'])} |")
+                           f"{_f(v['ratio_import_plus_init'], 3)}× | ≤ 1.15× | {_ok(v['met_with_init'])} |")
     if "storage_per_login" in t:
         s = t["storage_per_login"]
         login = r["storage"]["login_allowed"]
@@ -166,7 +170,8 @@ def _scep(r):
             f"| client CPU per enrollment: devicegate client / scepclient | {_f(o['client_cpu_ms_per_enrollment'])} / "
             f"{_f(s['client_cpu_ms_per_enrollment'])} | | |",
             "",
-            "Two comparisons, both shown in the targets table. The SCEP Lambda's CPU is devicegate's server: what "
+            "Two comparisons, both judged against the target in the table above (neither is picked as the one that "
+            "counts). The SCEP Lambda's CPU is devicegate's server: what "
             "runs in the Lambda in production, measured per invocation inside the stack (thread CPU of the handler, "
             "so the stand-in's work is not in it). The whole stack process adds the ALB stand-in, whose work AWS's "
             "load balancer does in production. scepserver does its HTTP itself (plain HTTP, no TLS); the Lambda "
@@ -317,7 +322,9 @@ def _cold(r):
                 "| handler | import ms | third-party alone ms | ratio | import+init ms | third-party alone (after init) ms | ratio | third-party packages at import |",
                 "|---|---|---|---|---|---|---|---|"] + rows(lr["handlers"])
     k = c["private_key_loads"]
-    out += ["", "PEM private-key loads (`load_pem_private_key`, ~35 ms each): at import "
+    out += ["", "PEM private-key loads (`load_pem_private_key`; ~40 ms each here with OpenSSL's RSA key "
+                "validation, which the handlers skip for keys from their own Secrets Manager and replace with a "
+                "sign-and-verify check against the certificate): at import "
             + ", ".join(f"{n} {h['private_key_loads_at_import']}" for n, h in c["handlers"].items())
             + "; " + "; ".join(f"{n}: first request {v['first_request']}, each later request {v['per_later_request']}"
                                for n, v in k.items())
@@ -404,13 +411,14 @@ def _candidates(r):
                   f"SCEP Lambda: {_f(lam)} ms CPU per enrollment in the stack ({_f(dur)} ms duration). Each enrollment "
                   "blocks twice (the conditional TransactWriteItems, and Fleet's \"is this host known\" lookup), and the "
                   "code after each wait runs on cold caches: measured in-process with the stack's own moto and "
-                  "simulated Fleet, the handler costs ~2.1-2.4 ms of thread CPU with the store answered from memory "
-                  "and no Fleet call, ~3.1 ms with the Fleet call, ~3.8 ms with the store write, ~4.0-4.6 ms with both "
-                  "(`python -m bench.scep_waits`). Overlapping the Fleet lookup with building and signing "
+                  "simulated Fleet when this list was written (not re-measured by this run: `python -m "
+                  "bench.scep_waits`), the handler cost ~2.1-2.4 ms of thread CPU with the store answered from memory "
+                  "and no Fleet call, ~3.1-3.5 ms with the Fleet call, ~3.8-4.5 ms with the store write, ~4.0-4.6 ms "
+                  "with both. Overlapping the Fleet lookup with building and signing "
                   "the certificate (a worker thread; nothing is recorded or sent before the answer) would hide one wait."))
         gw = _m(o, "cpu_per_enrollment_gateway")
         c.append((gw / 4, f"ALB stand-in: {_f(gw)} ms CPU per enrollment (one TLS handshake, two requests). A bare "
-                          "Python TLS server spends ~0.76 ms per handshake with the RSA-2048 listener key against ~0.48 "
+                          "Python TLS server spent (measured once, not by this run) ~0.76 ms per handshake with the RSA-2048 listener key against ~0.48 "
                           "ms with ECDSA P-256; an ECDSA certificate (ACM's EC_prime256v1 for the real ALB) would cut "
                           "handshake CPU for every client."))
     sp = r.get("scep_inprocess", {}).get("profile")
@@ -433,10 +441,12 @@ def _candidates(r):
             c.append((extra / 10, f"Cold start `{name}`: import + init {_f(_m(cold[name], 'import_plus_init'), 1)} ms against "
                                   f"{_f(_m(cold[name], 'third_party_alone_after_init'), 1)} ms for its third-party modules "
                                   f"alone (+{_f(extra, 1)} ms, once per container, weighted /10 here): the stdlib HTTP "
-                                  "client and TLS (http.client, email.parser, ssl: ~8-10 ms) the AWS calls need, the Secrets "
+                                  "client and TLS (http.client, email.parser, ssl: ~13 ms when profiled, not by this run) the AWS calls need, the Secrets "
                                   "Manager round trips (wall time) and our own modules."))
     c.sort(key=lambda x: -x[0])
-    out = ["## Optimisation candidates, ranked by expected gain", ""]
+    out = ["## Optimisation candidates, ranked by expected gain", "",
+           "Ranked by a rough expected gain per request: each item's measured excess, one-off costs (cold start) "
+           "divided by 10, shares of a total halved or quartered where only part of it could go.", ""]
     out += [f"{i}. {text}" for i, (_, text) in enumerate(c, 1)]
     return out + [""]
 

@@ -1,7 +1,7 @@
 """devicegate benchmarks: one entry point.
 
-    .venv/bin/python -m bench             # full run (about 3-5 minutes on 2 cores), writes bench/results.json
-    .venv/bin/python -m bench --quick     # smoke run: every figure, few repeats (~40 s)
+    .venv/bin/python -m bench             # full run (1-3 minutes on 2 cores): bench/results.json + RESULTS.md
+    .venv/bin/python -m bench --quick     # smoke run: every section, one repeat, fewer handlers (~15 s)
     .venv/bin/python -m bench --sections scep_inprocess,sso --out /tmp/r.json
 
 Sections: scep_inprocess, scep_http, sso, coldstart, storage, bundle. --markdown PATH also renders
@@ -189,10 +189,12 @@ def targets(r: dict) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="devicegate benchmarks")
-    parser.add_argument("--quick", action="store_true", help="smoke run: every figure, minimal repeats")
+    parser.add_argument("--quick", action="store_true", help="smoke run: every section, one repeat (cold start of "
+                                                             "health and scep only; whole-tick CPU figures)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench/results.json; "
-                                                              "quick: bench/results-quick.json)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output (default: bench/results.json for a full "
+                                                              "run of every section; bench/results-quick.json or "
+                                                              "bench/results-subset.json otherwise)")
     parser.add_argument("--markdown", type=Path, default=None, help="also render RESULTS.md here "
                                                                     "(default for a full run of every section: bench/RESULTS.md)")
     parser.add_argument("--allow-download", action="store_true", help="let the bundle section fetch missing wheels")
@@ -204,12 +206,14 @@ def main(argv=None) -> int:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     params = {**(QUICK if args.quick else FULL), "mode": "quick" if args.quick else "full"}
     here = Path(__file__).resolve().parent
-    out = args.out or here / ("results-quick.json" if args.quick else "results.json")
+    # only a full run of every section replaces the committed results.json (and RESULTS.md)
+    complete = not args.quick and set(sections) == set(SECTIONS)
+    out = args.out or here / ("results.json" if complete else "results-quick.json" if args.quick else "results-subset.json")
     results = run(sections, params, args.allow_download, log=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))
     results["command"] = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"[bench] wrote {out} in {results['elapsed_seconds']} s", file=sys.stderr)
-    md = args.markdown or (here / "RESULTS.md" if not args.quick and set(sections) == set(SECTIONS) else None)
+    md = args.markdown or (here / "RESULTS.md" if complete and args.out is None else None)
     if md is not None:
         from .report import render
 

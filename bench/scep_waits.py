@@ -4,6 +4,7 @@ from memory. Thread CPU per enrollment (``python -m bench.scep_waits``; not part
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +22,8 @@ def main(n: int = 150, rounds: int = 2) -> None:
     from devicegate.local import tools
     from devicegate.scep import handler
 
-    state = Path(tempfile.mkdtemp(prefix="scep-waits-")) / "stack"
+    work = Path(tempfile.mkdtemp(prefix="scep-waits-"))
+    state = work / "stack"
     stack = stack_mod.LocalStack(state)
     endpoints = stack.start()
     try:
@@ -57,7 +59,10 @@ def main(n: int = 150, rounds: int = 2) -> None:
             store_mod.Store._call = real_call
     finally:
         stack.stop()
+        shutil.rmtree(work, ignore_errors=True)  # its CA keys included
 
 
 if __name__ == "__main__":
+    if any(not a.isdigit() for a in sys.argv[1:]) or len(sys.argv) > 3:
+        sys.exit("usage: python -m bench.scep_waits [ENROLLMENTS_PER_RUN (150) [ROUNDS (2)]]")
     main(*(int(a) for a in sys.argv[1:]))
