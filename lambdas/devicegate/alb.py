@@ -48,6 +48,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from .memo import remember
 from .record import frozen
 
 if TYPE_CHECKING:
@@ -576,11 +577,7 @@ def _leaf_facts(leaf_text: str) -> tuple:
         der = leaf.public_bytes(Encoding.DER)
     except Exception as exc:  # cryptography parses lazily; a bad field surfaces here
         raise MtlsHeaderError(f"leaf certificate is malformed: {exc}") from None
-    facts = (leaf, der, serial, fields)
-    if len(_leaf_cache) >= _LEAF_CACHE_MAX:
-        _leaf_cache.clear()
-    _leaf_cache[leaf_text] = facts
-    return facts
+    return remember(_leaf_cache, leaf_text, (leaf, der, serial, fields), _LEAF_CACHE_MAX)
 
 
 def _one_header(request: Request, name: str, limit: int = _MAX_HEADER_CHARS) -> str | None:

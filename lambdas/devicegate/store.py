@@ -28,6 +28,7 @@ import time
 from dataclasses import field
 from datetime import datetime, timezone
 
+from .memo import remember
 from .record import frozen
 
 TTL_ATTRIBUTE = "expires_at"
@@ -512,10 +513,7 @@ def _results_from_text(text: str) -> tuple:
         for r in rows
     )
     parsed = (results, frozenset(str(r["id"]) for r in rows if r.get("enforced")))
-    if len(_results_cache) >= _RESULTS_CACHE_MAX:
-        _results_cache.clear()
-    _results_cache[text] = parsed
-    return parsed
+    return remember(_results_cache, text, parsed, _RESULTS_CACHE_MAX)
 
 
 def _compliance_from_item(item: dict):

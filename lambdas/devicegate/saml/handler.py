@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import alb, settings, telemetry
+from ..memo import remember
 from ..compliance import decision as decision_mod
 from ..compliance.source import ComplianceSource, FleetSource, StoreSource
 from ..scep import hostid
@@ -212,7 +213,7 @@ def _device(idp: Idp, request: alb.Request, now: datetime, *, with_compliance: b
 # alone, so a device's later logins skip the RSA verify. Only successes are kept; bounded (when
 # full it starts over).
 _ISSUED_MAX = 256
-_issued_by_ca: set[tuple[bytes, bytes]] = set()
+_issued_by_ca: dict[tuple[bytes, bytes], bool] = {}
 _ca_der: tuple = (None, b"")  # (the CA certificate object, its DER): held, so `is` stays meaningful
 
 
@@ -230,9 +231,7 @@ def _check_issued_by_ca(leaf: x509.Certificate, der: bytes, ca_cert: x509.Certif
         leaf.verify_directly_issued_by(ca_cert)
     except Exception:
         raise _DeviceRefused(pages.unknown_certificate(), "the certificate is not signed by the CA") from None
-    if len(_issued_by_ca) >= _ISSUED_MAX:
-        _issued_by_ca.clear()
-    _issued_by_ca.add(key)
+    remember(_issued_by_ca, key, True, _ISSUED_MAX)
 
 
 # ------------------------------------------------------------------------------ SSO
