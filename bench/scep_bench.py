@@ -427,6 +427,25 @@ def _cpu_run(kind, target, pids, n, pool, out, hosts, idle, stack=None):
     return per, wall, failures, (stack.reports_since(offset) if stack is not None else {})
 
 
+def _throughput(kind, target, server_pid, cpu_key, levels, per_client, repeats, pool, out, hosts=None):
+    """({clients: enrollments/s and server CPU ms per enrollment}, failures) at each concurrency
+    level; ``hosts`` (ours) are consumed, ``per_client`` for each client of each run."""
+    tput, failures = {}, 0
+    for c in levels:
+        rates, cpu_at = [], []
+        for _ in range(repeats):
+            chunk = None
+            if hosts is not None:
+                chunk, hosts = hosts[:c * per_client], hosts[c * per_client:]
+            before = common.proc_cpu_seconds(server_pid)
+            wall, fails = _run_clients(kind, target, c, per_client, pool, out, chunk)
+            cpu_at.append((common.proc_cpu_seconds(server_pid) - before) / (c * per_client) * 1000)
+            failures += fails
+            rates.append((c * per_client - fails) / wall)
+        tput[str(c)] = {"enrollments_per_s": summary(rates, "1/s"), cpu_key: summary(cpu_at)}
+    return tput, failures
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -481,19 +500,10 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
             # the server side of the "is this host known" lookup: Fleet's work, not ours, in production
             results["ours"]["cpu_per_enrollment_fleet_sim_process"] = summary(fleet_cpu)
             results["ours"]["idle_cpu_fraction"]["fleet_sim"] = round(idle[stack.fleet_pid], 4)
-        tput = {}
-        for c in levels:
-            rates, cpu_at = [], []
-            for _ in range(tput_repeats):
-                chunk, hosts = hosts[:c * per_client], hosts[c * per_client:]
-                b = common.proc_cpu_seconds(stack.pid)
-                wall, fails = _run_clients("ours", {"state": state}, c, per_client, pool, out, chunk)
-                cpu_at.append((common.proc_cpu_seconds(stack.pid) - b) / (c * per_client) * 1000)
-                failures += fails
-                rates.append((c * per_client - fails) / wall)
-            tput[str(c)] = {"enrollments_per_s": summary(rates, "1/s"), "stack_cpu_ms_per_enrollment": summary(cpu_at)}
+        tput, fails = _throughput("ours", {"state": state}, stack.pid, "stack_cpu_ms_per_enrollment", levels, per_client,
+                                  tput_repeats, pool, out, hosts)
         results["ours"]["throughput"] = tput
-        results["ours"]["failures"] = failures
+        results["ours"]["failures"] = failures + fails
         results["ours"]["client_cpu_ms_per_enrollment"] = _client_cpu_ms()
         results["ours"]["client"] = "devicegate.local.tools.enroll (AES-256-CBC, SHA-256; GetCACert + POST PKIOperation " \
                                     "over one kept-alive TLS connection per enrollment, as scepclient keeps one HTTP " \
@@ -531,18 +541,10 @@ def over_http(work: Path, *, n: int, repeats: int, levels: list[int], per_client
             cpu.append(per[proc.pid])
             failures += fails
         results["scepserver"]["cpu_per_enrollment"] = summary(cpu)
-        tput = {}
-        for c in levels:
-            rates, cpu_at = [], []
-            for _ in range(tput_repeats):
-                b = common.proc_cpu_seconds(proc.pid)
-                wall, fails = _run_clients("scepserver", target, c, per_client, pool, out)
-                cpu_at.append((common.proc_cpu_seconds(proc.pid) - b) / (c * per_client) * 1000)
-                failures += fails
-                rates.append((c * per_client - fails) / wall)
-            tput[str(c)] = {"enrollments_per_s": summary(rates, "1/s"), "server_cpu_ms_per_enrollment": summary(cpu_at)}
+        tput, fails = _throughput("scepserver", target, proc.pid, "server_cpu_ms_per_enrollment", levels, per_client,
+                                  tput_repeats, pool, out)
         results["scepserver"]["throughput"] = tput
-        results["scepserver"]["failures"] = failures
+        results["scepserver"]["failures"] = failures + fails
         results["scepserver"]["client_cpu_ms_per_enrollment"] = _client_cpu_ms()
         results["scepserver"]["ca_key_bits"] = _ca_bits((depot / "ca.pem").read_text())
         results["scepserver"]["client"] = "micromdm scepclient 2.1.0 (single DES, SHA-1; GetCACaps + GetCACert + " \
