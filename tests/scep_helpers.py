@@ -170,14 +170,21 @@ def _replace_nested(der: bytes, old: bytes, new: bytes) -> bytes:
     return tag + _length(len(children)) + bytes(children)
 
 
+def universal(value):
+    """An attribute value read again as its universal type, with asn1crypto (not devicegate's reader)."""
+    from asn1crypto import core
+
+    return core.load(value.dump(), strict=True)
+
+
 def resign_with_envelope(message: bytes, envelope: bytes, signer_cert, signer_key, digest_name="sha256") -> bytes:
     """The same request, carrying a different (e.g. BER) envelope, signed again."""
     info = cms.ContentInfo.load(message)
     signer_info = info["content"]["signer_infos"][0]
     attrs = {a["type"].dotted: a["values"][0] for a in signer_info["signed_attrs"]}
-    tx = protocol._universal(attrs[protocol.OID_TRANSACTION_ID], "tx", protocol.Malformed).native
-    nonce = protocol._octets(attrs[protocol.OID_SENDER_NONCE], "nonce", protocol.Malformed)
-    mtype = int(protocol._universal(attrs[protocol.OID_MESSAGE_TYPE], "t", protocol.Malformed).native)
+    tx = universal(attrs[protocol.OID_TRANSACTION_ID]).native
+    nonce = universal(attrs[protocol.OID_SENDER_NONCE]).native
+    mtype = int(universal(attrs[protocol.OID_MESSAGE_TYPE]).native)
     import hashlib
 
     from asn1crypto import core

@@ -109,6 +109,8 @@ def der_mutants(draw, der: bytes, max_ops: int = 3) -> bytes:
             break
         siblings, index = places[draw(st.integers(0, len(places) - 1))]
         tag, body = siblings[index]
+        if isinstance(body, tuple):  # already made a raw bad encoding by an earlier op: leave it as it is
+            continue
         encoded = der_encode([[tag, body]])
         content = der_encode(body) if isinstance(body, list) else body
         op = draw(st.sampled_from(["drop", "dup", "swap", "retag", "empty", "replace", "length", "indefinite",

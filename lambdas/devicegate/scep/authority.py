@@ -13,7 +13,6 @@ import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Callable, NamedTuple
 
-from asn1crypto import csr as asn1_csr
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import store as store_mod
+from . import der as der_reader
 from . import protocol
 from .hostid import UUID_URI_PREFIX, canonical_uuid, host_uuid_of  # noqa: F401 - host_uuid_of: public here too
 from .protocol import FailInfo, MessageType, PkiStatus, Refusal
@@ -34,7 +34,6 @@ _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 _MIN_RSA_BITS, _MAX_RSA_BITS = 2048, 8192
 # Subject attributes copied from the CSR; everything else is dropped.
 _SUBJECT_KEEP = (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME)
-_DIRECTORY_STRING_TYPES = ("printable_string", "utf8_string", "bmp_string")
 
 
 class CsrFacts(NamedTuple):
@@ -123,23 +122,40 @@ def _host_uuid(csr: x509.CertificateSigningRequest, accept_cn_uuid: bool) -> str
     return None
 
 
+_CHALLENGE_PASSWORD = der_reader.oid("1.2.840.113549.1.9.7")
+# DirectoryString (RFC 2985 5.4.1) as SCEP clients send it: tag -> (name, codec)
+_DIRECTORY_STRINGS = {der_reader.PRINTABLE_STRING: ("printable_string", "latin-1"),
+                      der_reader.UTF8_STRING: ("utf8_string", "utf-8"), der_reader.BMP_STRING: ("bmp_string", "utf-16-be")}
+_OTHER_STRINGS = {der_reader.TELETEX_STRING: "teletex_string", der_reader.UNIVERSAL_STRING: "universal_string",
+                  der_reader.IA5_STRING: "ia5_string"}
+
+
 def _challenge(der: bytes) -> str | None:
-    # cryptography hides the string type of challengePassword; asn1crypto shows it, and we
-    # accept exactly the DirectoryString forms SCEP clients use.
-    request = asn1_csr.CertificationRequest.load(der)
-    for attribute in request["certification_request_info"]["attributes"]:
-        if attribute["type"].native != "challenge_password":
-            continue
-        values = attribute["values"]
-        if len(values) != 1:
-            raise Refusal(FailInfo.BAD_REQUEST, "challengePassword must have exactly one value")
-        value = values[0]
-        if value.name not in _DIRECTORY_STRING_TYPES:
-            raise Refusal(FailInfo.BAD_REQUEST, f"challengePassword as {value.name} is not supported")
-        try:
-            return value.chosen.native
-        except ValueError:
-            raise Refusal(FailInfo.BAD_REQUEST, "challengePassword is not a valid string") from None
+    """The CSR's challengePassword. cryptography hides its string type; we accept exactly
+    the DirectoryString forms SCEP clients use. ``der`` has been parsed by cryptography."""
+    try:
+        request = der_reader.whole(der, der_reader.SEQUENCE, "CertificationRequest")
+        info = der_reader.children(der, der_reader.children(der, request)[0])
+        attributes = next((f for f in info[3:] if f[0] == 0xA0), None)  # after version, subject, key
+        if attributes is None:
+            return None
+        for attribute in der_reader.children(der, attributes):
+            kind, values = der_reader.fields(der, attribute, (der_reader.OID, der_reader.SET), "a CSR attribute")
+            if der_reader.contents(der, kind) != _CHALLENGE_PASSWORD:
+                continue
+            values = der_reader.children(der, values)
+            if len(values) != 1:
+                raise Refusal(FailInfo.BAD_REQUEST, "challengePassword must have exactly one value")
+            tag = values[0][0]
+            if tag not in _DIRECTORY_STRINGS:
+                name = _OTHER_STRINGS.get(tag, f"tag 0x{tag:02x}")
+                raise Refusal(FailInfo.BAD_REQUEST, f"challengePassword as {name} is not supported")
+            try:
+                return der_reader.contents(der, values[0]).decode(_DIRECTORY_STRINGS[tag][1])
+            except UnicodeDecodeError:
+                raise Refusal(FailInfo.BAD_REQUEST, "challengePassword is not a valid string") from None
+    except der_reader.DerError as exc:
+        raise Refusal(FailInfo.BAD_REQUEST, f"the CSR attributes are malformed: {protocol._short(exc)}") from None
     return None
 
 

@@ -5,7 +5,8 @@ arrives here is hostile until checked; every refusal that can still be answered 
 raised as :class:`Refusal` (the handler turns it into a CertRep FAILURE), and bytes too broken
 to answer at all (no signer, no transactionID, no nonce) raise :class:`Malformed` (HTTP 400).
 
-asn1crypto parses the structure (it reads BER: indefinite lengths, constructed OCTET STRINGs);
+Requests are read with the small DER reader in ``der`` (after ``definite_lengths`` has rewritten
+BER's indefinite lengths and constructed OCTET STRINGs), replies are written as DER directly;
 cryptography does every key and cipher operation.
 """
 
@@ -18,8 +19,6 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import NamedTuple  # immutable records, at a fifth of a frozen dataclass's import cost
 
-from asn1crypto import cms, core
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -28,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from . import der
 
 # SCEP attribute OIDs (RFC 8894 section 3.2.1 and 3.2.1.4.2).
 OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
@@ -87,7 +88,7 @@ class Refusal(Exception):
 class ReplyTo(NamedTuple):
     """What every CertRep to a request must echo."""
 
-    transaction_id: core.Asn1Value  # the attribute value as received, echoed byte-for-byte
+    transaction_id: bytes  # the attribute value (a whole element) as received, echoed byte-for-byte
     transaction_id_key: str  # sha256 of its content octets: a bounded, stable storage key
     sender_nonce: bytes
     digest_name: str  # the request's digest when allowed, else SHA-256
@@ -134,6 +135,124 @@ class OpenedEnvelope(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- parsing
+# Requests are read with devicegate.scep.der over the octets received (after definite_lengths):
+# offsets, not objects, and only the fields SCEP needs.
+
+_OID_DATA_BODY = der.oid("1.2.840.113549.1.7.1")
+_OID_SIGNED_DATA_BODY = der.oid("1.2.840.113549.1.7.2")
+_OID_ENVELOPED_DATA_BODY = der.oid("1.2.840.113549.1.7.3")
+_OID_RSA_ENCRYPTION_BODY = der.oid("1.2.840.113549.1.1.1")
+_CONTENT_TYPE_ATTR, _MESSAGE_DIGEST_ATTR = "1.2.840.113549.1.9.3", "1.2.840.113549.1.9.4"
+
+
+def _names(*pairs: tuple[str, str]) -> dict[bytes, str]:
+    return {der.oid(dotted): name for dotted, name in pairs}
+
+
+# The names messages use for algorithms and content types (those clients have always seen).
+_CONTENT_TYPE_NAMES = _names(("1.2.840.113549.1.7.1", "data"), ("1.2.840.113549.1.7.2", "signed_data"),
+                             ("1.2.840.113549.1.7.3", "enveloped_data"), ("1.2.840.113549.1.7.5", "digested_data"),
+                             ("1.2.840.113549.1.7.6", "encrypted_data"))
+_DIGEST_NAMES = _names(("2.16.840.1.101.3.4.2.1", "sha256"), ("2.16.840.1.101.3.4.2.2", "sha384"),
+                       ("2.16.840.1.101.3.4.2.3", "sha512"), ("2.16.840.1.101.3.4.2.4", "sha224"),
+                       ("1.3.14.3.2.26", "sha1"), ("1.2.840.113549.2.5", "md5"))
+_SIGNATURE_NAMES = _names(("1.2.840.113549.1.1.1", "rsassa_pkcs1v15"), ("1.2.840.113549.1.1.11", "sha256_rsa"),
+                          ("1.2.840.113549.1.1.12", "sha384_rsa"), ("1.2.840.113549.1.1.13", "sha512_rsa"),
+                          ("1.2.840.113549.1.1.5", "sha1_rsa"), ("1.2.840.113549.1.1.4", "md5_rsa"),
+                          ("1.2.840.113549.1.1.10", "rsassa_pss"), ("1.2.840.10045.4", "ecdsa"),
+                          ("1.2.840.10045.4.3.2", "sha256_ecdsa"), ("1.2.840.10045.4.3.3", "sha384_ecdsa"),
+                          ("1.2.840.10045.4.3.4", "sha512_ecdsa"), ("1.2.840.10045.4.1", "sha1_ecdsa"))
+_CIPHER_NAMES = _names(("2.16.840.1.101.3.4.1.2", "aes128_cbc"), ("2.16.840.1.101.3.4.1.22", "aes192_cbc"),
+                       ("2.16.840.1.101.3.4.1.42", "aes256_cbc"), ("1.2.840.113549.3.7", "tripledes_3key"),
+                       ("1.3.14.3.2.7", "des"), ("1.2.840.113549.3.2", "rc2"), ("1.2.840.113549.3.9", "rc5"))
+_KEY_ENCRYPTION_NAMES = _names(("1.2.840.113549.1.1.1", "rsaes_pkcs1v15"), ("1.2.840.113549.1.1.7", "rsaes_oaep"))
+# Attribute types by their OID octets, so the common ones need no decoding.
+_ATTRIBUTE_OIDS = {der.oid(dotted): dotted for dotted in (
+    _CONTENT_TYPE_ATTR, _MESSAGE_DIGEST_ATTR, "1.2.840.113549.1.9.5", OID_MESSAGE_TYPE, OID_PKI_STATUS, OID_FAIL_INFO,
+    OID_SENDER_NONCE, OID_RECIPIENT_NONCE, OID_TRANSACTION_ID, OID_FAIL_INFO_TEXT)}
+_STRING_TAGS = (der.PRINTABLE_STRING, der.UTF8_STRING, der.IA5_STRING)
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError)
+
+
+def _name(names: dict[bytes, str], oid_octets: bytes) -> str:
+    return names.get(oid_octets) or der.dotted(oid_octets)
+
+
+class _Signed(NamedTuple):
+    """A SignedData ContentInfo read down to its one signerInfo's attributes: offsets into
+    ``data``, nothing verified yet. Of the other fields only the positions are known;
+    ``check_shape`` checks them (a request is answered in SCEP from the attributes alone)."""
+
+    data: bytes
+    fields: list  # SignedData: version, digestAlgorithms, encapContentInfo, [0]?, [1]?, signerInfos
+    signer: list  # signerInfo: version, sid, digestAlgorithm, [0] signedAttrs, signatureAlgorithm, signature, [1]?
+    attrs: dict[str, list[bytes]]  # dotted OID -> its values, each a whole element as received
+
+    @property
+    def signed_attrs(self) -> der.Element:
+        return self.signer[3]
+
+    def check_shape(self) -> None:
+        tags = tuple(f[0] for f in self.fields)
+        if tags[:3] != (der.INTEGER, der.SET, der.SEQUENCE) or tags[3:-1] not in ((), (0xA0,), (0xA1,), (0xA0, 0xA1)):
+            raise der.DerError("SignedData is not version, digestAlgorithms, encapContentInfo, [0], [1], signerInfos")
+        tags = tuple(f[0] for f in self.signer)
+        if tags[0] != der.INTEGER or tags[2] != der.SEQUENCE or tags[4:6] != (der.SEQUENCE, der.OCTET_STRING) or \
+                tags[6:] not in ((), (0xA1,)):
+            raise der.DerError("signerInfo is not shaped as a SignerInfo")
+
+    def certificates(self) -> list[bytes]:
+        """The certificates (and nothing of the other CertificateChoices) in [0], as received."""
+        return _certificates(self.data, self.fields)
+
+
+def _signed_data_fields(data: bytes, error=Malformed) -> list[der.Element]:
+    """The fields of a ContentInfo holding a SignedData (the last one a SET: the signerInfos);
+    ``error`` if it holds something else."""
+    parts = der.children(data, der.whole(data, der.SEQUENCE, "ContentInfo"))
+    if not parts or parts[0][0] != der.OID:
+        raise der.DerError("ContentInfo has no contentType")
+    if der.contents(data, parts[0]) != _OID_SIGNED_DATA_BODY:
+        raise error("pkiMessage is not a CMS SignedData")
+    if len(parts) != 2 or parts[1][0] != 0xA0:
+        raise der.DerError("ContentInfo has no [0] content")
+    signed = der.fields(data, parts[1], (der.SEQUENCE,), "ContentInfo content")[0]
+    fields = der.children(data, signed)
+    if len(fields) < 4 or fields[-1][0] != der.SET:
+        raise der.DerError("SignedData has no signerInfos")
+    return fields
+
+
+def _certificates(data: bytes, fields: list[der.Element]) -> list[bytes]:
+    certs = next((f for f in fields[3:-1] if f[0] == 0xA0), None)
+    return [der.encoded(data, c) for c in der.children(data, certs) if c[0] == der.SEQUENCE] if certs else []
+
+
+def _read_signed(data: bytes) -> _Signed:
+    """DerError for bytes not shaped as a SignedData with one signerInfo and its signed
+    attributes; Malformed for the shapes SCEP refuses by name."""
+    fields = _signed_data_fields(data)
+    signer_infos = der.children(data, fields[-1])
+    if len(signer_infos) != 1:
+        raise Malformed(f"pkiMessage has {len(signer_infos)} signerInfos, expected 1")
+    if signer_infos[0][0] != der.SEQUENCE:
+        raise der.DerError("signerInfo is not a SEQUENCE")
+    signer = der.children(data, signer_infos[0])
+    if len(signer) < 6 or signer[3][0] != 0xA0:
+        raise Malformed("signerInfo has no signed attributes")
+    attrs: dict[str, list[bytes]] = {}
+    for attr in der.children(data, signer[3]):
+        if attr[0] != der.SEQUENCE:
+            raise der.DerError("a signed attribute is not a SEQUENCE")
+        kind, values = der.fields(data, attr, (der.OID, der.SET), "a signed attribute")
+        octets = der.contents(data, kind)
+        oid = _ATTRIBUTE_OIDS.get(octets) or der.dotted(octets)
+        if oid in attrs:
+            raise Malformed(f"signed attribute {oid} appears twice")
+        attrs[oid] = [der.encoded(data, value) for value in der.children(data, values)]
+    if not attrs:
+        raise Malformed("signerInfo has no signed attributes")
+    return _Signed(data, fields, signer, attrs)
 
 
 def parse_pki_message(data: bytes) -> PkiMessage:
@@ -144,32 +263,25 @@ def parse_pki_message(data: bytes) -> PkiMessage:
     if len(data) > MAX_MESSAGE_BYTES:
         raise Malformed(f"pkiMessage of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        info = cms.ContentInfo.load(definite_lengths(data), strict=True)
-        if info["content_type"].native != "signed_data":
-            raise Malformed("pkiMessage is not a CMS SignedData")
-        signed = info["content"]
-        signer_infos = signed["signer_infos"]
-        if len(signer_infos) != 1:
-            raise Malformed(f"pkiMessage has {len(signer_infos)} signerInfos, expected 1")
-        signer_info = signer_infos[0]
-        attrs = _attribute_map(signer_info["signed_attrs"])
+        signed = _read_signed(definite_lengths(data))
     except Malformed:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+    except _PARSE_ERRORS as exc:
         raise Malformed(f"pkiMessage is not valid DER/BER CMS: {_short(exc)}") from None
+    attrs = signed.attrs
 
     # What we must echo in any answer comes first: without these there is no SCEP reply.
     tx_value = _single_value(attrs, OID_TRANSACTION_ID, "transactionID", Malformed)
-    tx_content = _printable_contents(tx_value, "transactionID", Malformed)
+    tx_content = _string_contents(tx_value, "transactionID", Malformed)
     if not tx_content or len(tx_content) > MAX_TRANSACTION_ID_BYTES:
         raise Malformed("transactionID is empty or too long")
-    nonce = _octets(_single_value(attrs, OID_SENDER_NONCE, "senderNonce", Malformed), "senderNonce", Malformed)
+    nonce = _octet_contents(_single_value(attrs, OID_SENDER_NONCE, "senderNonce", Malformed), "senderNonce", Malformed)
     if len(nonce) != 16:
         raise Malformed(f"senderNonce must be 16 octets, got {len(nonce)}")
 
     try:
-        digest_name = signer_info["digest_algorithm"]["algorithm"].native
-    except (ValueError, TypeError, KeyError):
+        digest_name = _name(_DIGEST_NAMES, der.algorithm(signed.data, signed.signer[2], "digestAlgorithm")[0])
+    except _PARSE_ERRORS:
         digest_name = None
     reply_to = ReplyTo(
         transaction_id=tx_value,
@@ -179,58 +291,56 @@ def parse_pki_message(data: bytes) -> PkiMessage:
     )
     # From here on, every problem is answered with a CertRep FAILURE.
     try:
-        return _verify_request(signed, signer_info, attrs, reply_to, digest_name)
+        return _verify_request(signed, reply_to, digest_name)
     except Refusal as refusal:
         refusal.reply_to = reply_to
         raise
 
 
-def _verify_request(signed, signer_info, attrs, reply_to: ReplyTo, digest_name) -> PkiMessage:
-    msg_type_text = _printable_contents(
-        _single_value(attrs, OID_MESSAGE_TYPE, "messageType", Refusal), "messageType", Refusal
+def _verify_request(signed: _Signed, reply_to: ReplyTo, digest_name) -> PkiMessage:
+    msg_type_text = _string_contents(
+        _single_value(signed.attrs, OID_MESSAGE_TYPE, "messageType", Refusal), "messageType", Refusal
     )
     if not msg_type_text.isdigit() or len(msg_type_text) > 3:
         raise Refusal(FailInfo.BAD_REQUEST, "messageType is not a number")
     message_type = int(msg_type_text)
 
+    data = signed.data
     try:
-        sig_name = signer_info["signature_algorithm"]["algorithm"].native
-        certs = [c.chosen for c in (signed["certificates"] or []) if c.name == "certificate"]
-        signer_asn1 = _find_signer(signer_info["sid"], certs)
-        signer = x509.load_der_x509_certificate(signer_asn1.dump())
-        encap = signed["encap_content_info"]
-        content = encap["content"]
-        envelope = None if content.native is None else content.native
-        econtent_type = encap["content_type"].native
+        signed.check_shape()
+        sig_name = _name(_SIGNATURE_NAMES, der.algorithm(data, signed.signer[4], "signatureAlgorithm")[0])
+        signer = x509.load_der_x509_certificate(_find_signer(data, signed.signer[1], signed.certificates()))
+        econtent_type, envelope = _encapsulated(data, signed.fields[2])
     except Refusal:
         raise
     except x509.InvalidVersion as exc:  # not a ValueError
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"the signer's certificate has an unsupported version: {_short(exc)}") from None
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+    except _PARSE_ERRORS as exc:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"signed content unreadable: {_short(exc)}") from None
 
     if digest_name not in _DIGESTS:
         raise Refusal(FailInfo.BAD_ALG, f"digest algorithm {digest_name} is not allowed; use SHA-256")
     if econtent_type != "data":
         raise Refusal(FailInfo.BAD_REQUEST, f"encapsulated content type {econtent_type} is not data")
-    _verify_signer_info(signer_info, attrs, signer, digest_name, sig_name, envelope or b"")
+    _verify_signer_info(signed, signer, digest_name, sig_name, envelope or b"")
 
     return PkiMessage(message_type=message_type, reply_to=reply_to, signer=signer, envelope=envelope)
 
 
-def _attribute_map(signed_attrs) -> dict[str, list]:
-    if not signed_attrs:
-        raise Malformed("signerInfo has no signed attributes")
-    result: dict[str, list] = {}
-    for attr in signed_attrs:
-        oid = attr["type"].dotted
-        if oid in result:
-            raise Malformed(f"signed attribute {oid} appears twice")
-        result[oid] = list(attr["values"])
-    return result
+def _encapsulated(data: bytes, encap: der.Element) -> tuple[str, bytes | None]:
+    """(eContentType's name, the eContent octets or None when absent). The content of a type
+    other than data is not read: it is refused by its type."""
+    parts = der.children(data, encap)
+    if not 1 <= len(parts) <= 2 or parts[0][0] != der.OID or (len(parts) == 2 and parts[1][0] != 0xA0):
+        raise der.DerError("encapContentInfo is not shaped as one")
+    name = _name(_CONTENT_TYPE_NAMES, der.contents(data, parts[0]))
+    if len(parts) == 1 or name != "data":
+        return name, None
+    inner = der.fields(data, parts[1], (der.OCTET_STRING,), "eContent")[0]
+    return name, der.contents(data, inner)
 
 
-def _single_value(attrs, oid, label, error):
+def _single_value(attrs, oid, label, error) -> bytes:
     values = attrs.get(oid)
     if not values:
         raise _make(error, f"{label} attribute missing")
@@ -243,69 +353,90 @@ def _make(error, text):
     return error(text) if error is Malformed else Refusal(FailInfo.BAD_REQUEST, text)
 
 
-def _universal(value, label, error):
-    """Re-read an attribute value as its universal type, whatever spec asn1crypto gave it."""
+def _value(encoded: bytes, label, error) -> tuple[int, bytes]:
+    """(tag, contents) of one attribute value, as received."""
     try:
-        return core.load(value.dump(), strict=True)
-    except (ValueError, TypeError):
+        tag, _, start, end = der.element(encoded, 0, len(encoded))
+    except der.DerError:
         raise _make(error, f"{label} is not valid DER") from None
+    if end != len(encoded):
+        raise _make(error, f"{label} is not valid DER")
+    return tag, encoded[start:end]
 
 
-def _printable_contents(value, label, error) -> bytes:
+def _string_contents(encoded: bytes, label, error) -> bytes:
     # transactionID and messageType are PrintableString; accept the other string types
     # clients use, but echo transactionID exactly as received.
-    parsed = _universal(value, label, error)
-    if not isinstance(parsed, (core.PrintableString, core.UTF8String, core.IA5String)):
+    tag, octets = _value(encoded, label, error)
+    if tag not in _STRING_TAGS:
         raise _make(error, f"{label} is not a PrintableString")
-    return bytes(parsed.contents or b"")
+    return octets
 
 
-def _octets(value, label, error) -> bytes:
-    parsed = _universal(value, label, error)
-    if not isinstance(parsed, core.OctetString):
+def _octet_contents(encoded: bytes, label, error) -> bytes:
+    tag, octets = _value(encoded, label, error)
+    if tag != der.OCTET_STRING:
         raise _make(error, f"{label} is not an OCTET STRING")
-    return bytes(parsed.contents or b"")
+    return octets
 
 
-def _find_signer(sid, certs) -> asn1_x509.Certificate:
-    if sid.name == "issuer_and_serial_number":
-        want_issuer = sid.chosen["issuer"]
-        want_serial = sid.chosen["serial_number"].native
-        want_der = want_issuer.dump()
+def _issuer_and_serial_of(data: bytes, certificate: der.Element) -> tuple[bytes, int]:
+    """A certificate's issuer Name (as encoded) and serial number."""
+    tbs = der.children(data, certificate)[0]
+    fields = der.children(data, tbs)
+    at = 1 if fields and fields[0][0] == 0xA0 else 0  # after the [0] version, when present
+    if len(fields) < at + 3 or fields[at + 2][0] != der.SEQUENCE:
+        raise der.DerError("a certificate's TBSCertificate is not shaped as one")
+    return der.encoded(data, fields[at + 2]), der.integer(data, fields[at], "certificate serialNumber")
+
+
+def _find_signer(data: bytes, sid: der.Element, certs: list[bytes]) -> bytes:
+    if sid[0] == der.SEQUENCE:  # issuerAndSerialNumber
+        issuer, serial = der.fields(data, sid, (der.SEQUENCE, der.INTEGER), "issuerAndSerialNumber")
+        want_issuer, want_serial = der.encoded(data, issuer), der.integer(data, serial, "serialNumber")
         for cert in certs:
-            if cert.serial_number == want_serial and _same_name(cert.issuer, want_issuer, want_der):
+            cert_issuer, cert_serial = _issuer_and_serial_of(cert, der.whole(cert, der.SEQUENCE, "certificate"))
+            if cert_serial == want_serial and _same_name(cert_issuer, want_issuer):
                 return cert
-    elif sid.name == "subject_key_identifier":
-        want = sid.chosen.native
+    elif sid[0] == 0x80:  # [0] subjectKeyIdentifier
+        want = der.contents(data, sid)
         for cert in certs:
-            if cert.key_identifier == want:
+            if _ski(x509.load_der_x509_certificate(cert)) == want:
                 return cert
     raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the signer's certificate is not in the message")
 
 
-def _same_name(name: asn1_x509.Name, other: asn1_x509.Name, other_der: bytes) -> bool:
-    # The same octets are the same name; otherwise asn1crypto's comparison (RFC 5280 7.1
-    # string preparation), which is costly, decides.
-    return name.dump() == other_der or name == other
+def _same_name(name_der: bytes, other_der: bytes) -> bool:
+    # The same octets are the same name; otherwise RFC 5280 7.1 comparison (string
+    # preparation: case, spaces, string types), which is costly and rare, decides.
+    if name_der == other_der:
+        return True
+    from asn1crypto import x509 as asn1_x509
+
+    return asn1_x509.Name.load(name_der) == asn1_x509.Name.load(other_der)
 
 
-def _verify_signer_info(signer_info, attrs, signer, digest_name, sig_name, content: bytes):
+def _verify_signer_info(signed: _Signed, signer, digest_name, sig_name, content: bytes):
     digest = hashlib.new(digest_name, content).digest()
-    md_values = attrs.get("1.2.840.113549.1.9.4")
-    ct_values = attrs.get("1.2.840.113549.1.9.3")
+    md_values = signed.attrs.get(_MESSAGE_DIGEST_ATTR)
+    ct_values = signed.attrs.get(_CONTENT_TYPE_ATTR)
     if not md_values or not ct_values:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "contentType or messageDigest attribute missing")
-    if _octets(md_values[0], "messageDigest", Refusal) != digest:
+    if _octet_contents(md_values[0], "messageDigest", Refusal) != digest:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "messageDigest does not match the content")
-    content_type = _universal(ct_values[0], "contentType", Refusal)
-    if not isinstance(content_type, core.ObjectIdentifier) or content_type.dotted != "1.2.840.113549.1.7.1":
+    if _value(ct_values[0], "contentType", Refusal) != (der.OID, _OID_DATA_BODY):
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "contentType attribute is not data")
 
     # The signature covers the attributes re-tagged as SET OF, over the octets received
     # (RFC 5652 5.4); re-encoding them could change what was signed.
-    signed_attrs = signer_info["signed_attrs"]
-    signed_bytes = _set_header(len(signed_attrs.contents)) + signed_attrs.contents
-    signature = signer_info["signature"].native
+    attrs_body = der.contents(signed.data, signed.signed_attrs)
+    signed_bytes = _set_header(len(attrs_body)) + attrs_body
+    signature = der.contents(signed.data, signed.signer[5])
+    _verify_signature(signer, sig_name, digest_name, signed_bytes, signature)
+
+
+def _verify_signature(signer: x509.Certificate, sig_name: str, digest_name: str, signed_bytes: bytes, signature: bytes):
+    """The signer's signature over the signed attributes, with an allowed key and algorithm."""
     hash_alg = _DIGESTS[digest_name]()
     try:
         key = signer.public_key()
@@ -330,12 +461,15 @@ _MAX_DEPTH = 40
 def definite_lengths(data: bytes) -> bytes:
     """Rewrite indefinite lengths as definite ones and chunked (constructed) OCTET STRINGs as
     primitive ones, leaving every other octet as received; refuse nesting deeper than
-    ``_MAX_DEPTH`` (this walk runs on every message, before asn1crypto sees it).
+    ``_MAX_DEPTH`` (this walk runs on every message, before the reader in ``der`` sees it).
 
-    asn1crypto reads indefinite lengths at the top of a structure but not inside every CHOICE
-    (a SignerIdentifier, for one); streaming encoders emit them anywhere. Subtrees without
-    either form come back byte-identical, so signatures over them still verify.
+    Streaming encoders emit indefinite lengths anywhere; the reader takes definite lengths
+    only. Subtrees without either form come back byte-identical, so signatures over them still
+    verify. Most messages have neither: a first walk that copies nothing finds that out and
+    returns the bytes as they are (raising what the rewriting walk would raise).
     """
+    if not _has_ber_forms(data):
+        return data
     out, end, _ = _definite_one(data, 0, 0)
     if end != len(data):
         raise ValueError(f"{len(data) - end} bytes of trailing data")
@@ -371,6 +505,34 @@ def _read_header(data: bytes, offset: int) -> tuple[int, bytes, int | None, int]
     if offset + length > len(data):
         raise ValueError("length runs past the data")
     return first, tag, length, offset
+
+
+def _has_ber_forms(data: bytes) -> bool:
+    """Whether an indefinite length or a constructed OCTET STRING occurs anywhere; ValueError
+    for what ``_definite_one`` refuses (depth, lengths, trailing data) when it occurs first."""
+    first, _, length, contents = _read_header(data, 0)
+    if length is None or first == 0x24:
+        return True
+    if contents + length != len(data):
+        raise ValueError(f"{len(data) - contents - length} bytes of trailing data")
+    ends = [contents + length] if first & 0x20 else []  # the ends of the open constructed elements
+    pos = contents
+    while ends:
+        if pos == ends[-1]:
+            ends.pop()
+            continue
+        if len(ends) > _MAX_DEPTH:
+            raise ValueError("nesting too deep")
+        first, _, length, contents = _read_header(data, pos)
+        if length is None or first == 0x24:
+            return True
+        pos = contents + length
+        if pos > ends[-1]:
+            raise ValueError("child runs past its parent")
+        if first & 0x20:
+            ends.append(pos)
+            pos = contents
+    return False
 
 
 def _definite_one(data: bytes, offset: int, depth: int) -> tuple[bytes, int, bool]:
@@ -422,45 +584,10 @@ def _children(data: bytes) -> list[bytes]:
     return result
 
 
-def _rewrap(element: bytes, children: list[bytes]) -> bytes:
-    _, tag, _, _ = _read_header(element, 0)
-    body = b"".join(children)
-    return tag + _der_length(len(body)) + body
 
 
-def _string_octets(element: bytes, depth: int = 0) -> bytes:
-    """The octets of a primitive or constructed (chunked) OCTET STRING."""
-    if depth > _MAX_DEPTH:
-        raise ValueError("nesting too deep")
-    first, _, length, pos = _read_header(element, 0)
-    if not first & 0x20:
-        return element[pos:pos + length]
-    return b"".join(_string_octets(child, depth + 1) for child in _children(element))
 
 
-def primitive_encrypted_content(envelope: bytes) -> bytes:
-    """Make EncryptedContentInfo's [0] encryptedContent primitive.
-
-    BER lets it be a constructed [0] of OCTET STRING chunks (micromdm scepclient sends that),
-    which asn1crypto will not read as an IMPLICIT OCTET STRING.
-    """
-    content_info = _children(envelope)  # contentType, [0] content
-    if len(content_info) != 2:
-        return envelope
-    explicit = content_info[1]
-    enveloped = _children(explicit)[0]
-    parts = _children(enveloped)
-    for index, part in enumerate(parts):
-        if part[0] != 0x30 or index == 0:
-            continue
-        eci = _children(part)
-        if len(eci) == 3 and eci[2][0] == 0xA0:  # contentType, algorithm, constructed [0]
-            octets = _string_octets(eci[2])
-            eci[2] = b"\x80" + _der_length(len(octets)) + octets
-            parts[index] = _rewrap(part, eci)
-            new_enveloped = _rewrap(enveloped, parts)
-            return _rewrap(envelope, [content_info[0], _rewrap(explicit, [new_enveloped])])
-    return envelope
 
 
 def _set_header(length: int) -> bytes:
@@ -483,13 +610,54 @@ def _der_length(length: int) -> bytes:
 UNREADABLE_ENVELOPE = "could not decrypt the pkcsPKIEnvelope"
 
 
+class _Enveloped(NamedTuple):
+    """An EnvelopedData ContentInfo read down to its recipients and encrypted content."""
+
+    data: bytes
+    recipients: list  # the KeyTransRecipientInfos (the other RecipientInfo kinds are skipped)
+    cipher_name: str
+    parameters: der.Element | None  # of the content-encryption algorithm: the IV
+    encrypted: bytes | None
+
+
+def _read_enveloped(envelope: bytes) -> _Enveloped:
+    """DerError for bytes not shaped as an EnvelopedData; Refusal if it is another content type."""
+    data = definite_lengths(envelope)
+    parts = der.children(data, der.whole(data, der.SEQUENCE, "pkcsPKIEnvelope"))
+    if not parts or parts[0][0] != der.OID:
+        raise der.DerError("ContentInfo has no contentType")
+    if der.contents(data, parts[0]) != _OID_ENVELOPED_DATA_BODY:
+        raise Refusal(FailInfo.BAD_REQUEST, "pkcsPKIEnvelope is not a CMS EnvelopedData")
+    if len(parts) != 2 or parts[1][0] != 0xA0:
+        raise der.DerError("ContentInfo has no [0] content")
+    fields = der.children(data, der.fields(data, parts[1], (der.SEQUENCE,), "ContentInfo content")[0])
+    # version, [0] originatorInfo (optional), recipientInfos, encryptedContentInfo, [1] unprotectedAttrs
+    tags = tuple(f[0] for f in fields)
+    at = 2 if len(tags) > 1 and tags[1] == 0xA0 else 1
+    if tags[:1] != (der.INTEGER,) or tags[at:at + 2] != (der.SET, der.SEQUENCE) or tags[at + 2:] not in ((), (0xA1,)):
+        raise der.DerError("EnvelopedData is not version, [0], recipientInfos, encryptedContentInfo, [1]")
+    recipients = [r for r in der.children(data, fields[at]) if r[0] == der.SEQUENCE]
+    eci = der.children(data, fields[at + 1])
+    if not 2 <= len(eci) <= 3 or eci[0][0] != der.OID or (len(eci) == 3 and eci[2][0] not in (0x80, 0xA0)):
+        raise der.DerError("EncryptedContentInfo is not shaped as one")
+    cipher_oid, parameters = der.algorithm(data, eci[1], "contentEncryptionAlgorithm")
+    encrypted = None
+    if len(eci) == 3:
+        # [0] IMPLICIT OCTET STRING; BER lets it be constructed, of OCTET STRING chunks
+        # (micromdm scepclient sends that), which definite_lengths has made primitive
+        encrypted = der.contents(data, eci[2]) if eci[2][0] == 0x80 else b"".join(
+            der.primitive(data, chunk, der.OCTET_STRING, "an encryptedContent chunk") for chunk in der.children(data, eci[2]))
+    return _Enveloped(data, recipients, _name(_CIPHER_NAMES, cipher_oid), parameters, encrypted)
+
+
 def envelope_cipher(envelope: bytes) -> str:
     """The content-encryption algorithm of an envelope, checked against the allow-list, without
     decrypting it (a CertPoll's envelope carries nothing we need)."""
     try:
-        info = cms.ContentInfo.load(primitive_encrypted_content(definite_lengths(envelope)), strict=True)
-        name = info["content"]["encrypted_content_info"]["content_encryption_algorithm"]["algorithm"].native
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        name = _read_enveloped(envelope).cipher_name
+    except Refusal:
+        raise
+    except _PARSE_ERRORS as exc:
         raise Refusal(FailInfo.BAD_REQUEST, f"pkcsPKIEnvelope is not valid CMS: {_short(exc)}") from None
     if name in _REFUSED_CIPHERS or name not in _CIPHERS:
         raise Refusal(FailInfo.BAD_ALG, f"content encryption {name} is not supported; use AES")
@@ -499,68 +667,83 @@ def envelope_cipher(envelope: bytes) -> str:
 def open_envelope(envelope: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey) -> OpenedEnvelope:
     """Decrypt the pkcsPKIEnvelope addressed to our CA."""
     try:
-        info = cms.ContentInfo.load(primitive_encrypted_content(definite_lengths(envelope)), strict=True)
-        if info["content_type"].native != "enveloped_data":
-            raise Refusal(FailInfo.BAD_REQUEST, "pkcsPKIEnvelope is not a CMS EnvelopedData")
-        enveloped = info["content"]
-        recipients = [ri.chosen for ri in enveloped["recipient_infos"] if ri.name == "ktri"]
-        eci = enveloped["encrypted_content_info"]
-        cipher_name = eci["content_encryption_algorithm"]["algorithm"].native
-        encrypted = eci["encrypted_content"].native
-        iv_value = eci["content_encryption_algorithm"]["parameters"]
+        enveloped = _read_enveloped(envelope)
     except Refusal:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+    except _PARSE_ERRORS as exc:
         raise Refusal(FailInfo.BAD_REQUEST, f"pkcsPKIEnvelope is not valid CMS: {_short(exc)}") from None
-
+    cipher_name, encrypted = enveloped.cipher_name, enveloped.encrypted
     if cipher_name in _REFUSED_CIPHERS or cipher_name not in _CIPHERS:
         raise Refusal(FailInfo.BAD_ALG, f"content encryption {cipher_name} is not supported; use AES")
-    try:  # asn1crypto parses lazily: a malformed recipient surfaces only when read
-        recipient = _our_recipient(recipients, ca_cert)
-        key_alg = recipient["key_encryption_algorithm"]["algorithm"].native
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+    try:
+        key_alg, encrypted_key = _our_recipient(enveloped.data, enveloped.recipients, ca_cert)
+    except Refusal:
+        raise
+    except _PARSE_ERRORS as exc:
         raise Refusal(FailInfo.BAD_REQUEST, f"pkcsPKIEnvelope recipient is not valid CMS: {_short(exc)}") from None
-    if key_alg not in ("rsaes_pkcs1v15", "rsa"):
-        raise Refusal(FailInfo.BAD_ALG, f"key encryption {key_alg} is not supported; use rsaEncryption")
+    if key_alg != _OID_RSA_ENCRYPTION_BODY:
+        name = _name(_KEY_ENCRYPTION_NAMES, key_alg)
+        raise Refusal(FailInfo.BAD_ALG, f"key encryption {name} is not supported; use rsaEncryption")
 
     factory, key_len = _CIPHERS[cipher_name]
-    try:
-        iv = iv_value.parse(core.OctetString).native if isinstance(iv_value, core.Any) else iv_value.native
-    except (ValueError, TypeError):
-        iv = None
-    if not isinstance(iv, bytes) or len(iv) != factory.block_size // 8:
+    iv = _iv(enveloped)
+    if iv is None or len(iv) != factory.block_size // 8:
         raise Refusal(FailInfo.BAD_REQUEST, "content encryption IV is missing or has the wrong size")
     if not encrypted or len(encrypted) % (factory.block_size // 8):
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, UNREADABLE_ENVELOPE)
 
     # One answer for every decryption failure: a different one would be a padding oracle.
     try:
-        content_key = ca_key.decrypt(recipient["encrypted_key"].native, asym_padding.PKCS1v15())
+        content_key = ca_key.decrypt(encrypted_key, asym_padding.PKCS1v15())
         if len(content_key) != key_len:
             raise ValueError("content key length")
-        decryptor = Cipher(factory(content_key), modes.CBC(iv)).decryptor()
-        padded = decryptor.update(encrypted) + decryptor.finalize()
-        unpadder = padding.PKCS7(factory.block_size).unpadder()
-        plaintext = unpadder.update(padded) + unpadder.finalize()
+        plaintext = _decrypt(factory, content_key, iv, encrypted)
     except ValueError:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, UNREADABLE_ENVELOPE) from None
     return OpenedEnvelope(plaintext=plaintext, cipher_name=cipher_name)
 
 
-def _our_recipient(recipients, ca_cert: x509.Certificate):
-    ca_issuer, ca_issuer_der, ca_serial, ca_ski = _ca_identity(ca_cert)
+def _iv(enveloped: _Enveloped) -> bytes | None:
+    """The CBC IV: the algorithm's parameters, an OCTET STRING."""
+    parameters = enveloped.parameters
+    if parameters is None or parameters[0] != der.OCTET_STRING:
+        return None
+    return der.contents(enveloped.data, parameters)
+
+
+def _decrypt(factory, key: bytes, iv: bytes, encrypted: bytes) -> bytes:
+    """CBC decryption and PKCS#7 unpadding; ValueError for a wrong key or padding."""
+    decryptor = Cipher(factory(key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(encrypted) + decryptor.finalize()
+    unpadder = padding.PKCS7(factory.block_size).unpadder()
+    return unpadder.update(padded) + unpadder.finalize()
+
+
+def _recipient_fields(data: bytes, recipient: der.Element) -> tuple[der.Element, bytes, bytes]:
+    """A KeyTransRecipientInfo's (rid, key-encryption algorithm OID, encryptedKey)."""
+    parts = der.children(data, recipient)
+    if len(parts) != 4 or parts[0][0] != der.INTEGER or parts[1][0] not in (der.SEQUENCE, 0x80) or \
+            parts[3][0] != der.OCTET_STRING:  # rid: issuerAndSerialNumber or [0] subjectKeyIdentifier
+        raise der.DerError("a KeyTransRecipientInfo is not shaped as one")
+    return parts[1], der.algorithm(data, parts[2], "keyEncryptionAlgorithm")[0], der.contents(data, parts[3])
+
+
+def _our_recipient(data: bytes, recipients: list, ca_cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """(key-encryption algorithm OID, encrypted key) of the recipient that is our CA."""
+    ca_issuer_der, ca_serial, ca_ski = _ca_identity(ca_cert)
     for recipient in recipients:
-        rid = recipient["rid"]
-        if rid.name == "issuer_and_serial_number":
-            if rid.chosen["serial_number"].native == ca_serial and _same_name(rid.chosen["issuer"], ca_issuer, ca_issuer_der):
-                return recipient
-        elif rid.name == "subject_key_identifier" and ca_ski is not None:
-            if hmac.compare_digest(rid.chosen.native, ca_ski):
-                return recipient
+        rid, key_alg, encrypted_key = _recipient_fields(data, recipient)
+        if rid[0] == der.SEQUENCE:  # issuerAndSerialNumber
+            issuer, serial = der.fields(data, rid, (der.SEQUENCE, der.INTEGER), "issuerAndSerialNumber")
+            if der.integer(data, serial, "serialNumber") == ca_serial and _same_name(der.encoded(data, issuer), ca_issuer_der):
+                return key_alg, encrypted_key
+        elif ca_ski is not None:  # [0] subjectKeyIdentifier
+            if hmac.compare_digest(der.contents(data, rid), ca_ski):
+                return key_alg, encrypted_key
     # Some clients address the envelope loosely; with a single key-transport recipient,
     # decryption itself is the proof that it was meant for us.
     if len(recipients) == 1:
-        return recipients[0]
+        return _recipient_fields(data, recipients[0])[1:]
     raise Refusal(FailInfo.BAD_CERT_ID, "the pkcsPKIEnvelope is not addressed to this CA")
 
 
@@ -647,7 +830,7 @@ def build_cert_rep(
         _attribute(_SCEP_OIDS[OID_PKI_STATUS], _printable(str(int(status)))),
         _attribute(_SCEP_OIDS[OID_SENDER_NONCE], _tlv(0x04, os.urandom(16))),
         _attribute(_SCEP_OIDS[OID_RECIPIENT_NONCE], _tlv(0x04, reply_to.sender_nonce)),
-        _attribute(_SCEP_OIDS[OID_TRANSACTION_ID], reply_to.transaction_id.dump()),  # as received
+        _attribute(_SCEP_OIDS[OID_TRANSACTION_ID], reply_to.transaction_id),  # as received
     ]
     if status is PkiStatus.FAILURE:
         code = FailInfo.BAD_REQUEST if fail_info is None else fail_info
@@ -711,16 +894,7 @@ def _printable(text: str) -> bytes:
 
 
 def _oid(dotted: str) -> bytes:
-    arcs = [int(arc) for arc in dotted.split(".")]
-    body = bytearray()
-    for arc in (arcs[0] * 40 + arcs[1], *arcs[2:]):
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body += bytes(reversed(chunk))
-    return _tlv(0x06, bytes(body))
+    return _tlv(0x06, der.oid(dotted))
 
 
 def _der_integer(value: int) -> bytes:
@@ -746,10 +920,9 @@ def _signer_parts(certificate: x509.Certificate) -> tuple[bytes, bytes]:
 
 
 @lru_cache(maxsize=8)
-def _ca_identity(certificate: x509.Certificate) -> tuple[asn1_x509.Name, bytes, int, bytes | None]:
-    """The CA certificate as a RecipientIdentifier names it: (issuer, its DER, serial, SKI)."""
-    issuer = _issuer_der(_signer_parts(certificate)[0])
-    return asn1_x509.Name.load(issuer), issuer, certificate.serial_number, _ski(certificate)
+def _ca_identity(certificate: x509.Certificate) -> tuple[bytes, int, bytes | None]:
+    """The CA certificate as a RecipientIdentifier names it: (issuer DER, serial, SKI)."""
+    return _issuer_der(_signer_parts(certificate)[0]), certificate.serial_number, _ski(certificate)
 
 
 _INTEGER_0 = _der_integer(0)
@@ -782,11 +955,13 @@ _CIPHER_OIDS = {
 
 
 def _attr(name, value):
+    """An asn1crypto CMSAttribute, for tests that sign unusual attributes with ``_sign``."""
+    from asn1crypto import cms
+
     return cms.CMSAttribute({"type": name, "values": [value]})
 
 
-def _scep_attr(oid: str, value: core.Asn1Value):
-    return cms.CMSAttribute({"type": oid, "values": [value]})
+_scep_attr = _attr  # by dotted OID
 
 
 # ---------------------------------------------------------------------------- client side
@@ -835,22 +1010,22 @@ def parse_cert_rep(
     data: bytes, *, ca_cert: x509.Certificate, requester_key=None
 ) -> CertRep:
     """Verify a CertRep against the CA certificate we trust and open it with our key."""
-    info = cms.ContentInfo.load(data, strict=True)
-    signed = info["content"]
-    signer_info = signed["signer_infos"][0]
-    attrs = _attribute_map(signer_info["signed_attrs"])
-    certs = [c.chosen for c in (signed["certificates"] or []) if c.name == "certificate"]
-    signer = x509.load_der_x509_certificate(_find_signer(signer_info["sid"], certs).dump())
+    signed = _read_signed(definite_lengths(data))
+    signed.check_shape()
+    attrs = signed.attrs
+    signer = x509.load_der_x509_certificate(_find_signer(signed.data, signed.signer[1], signed.certificates()))
     if signer.public_bytes(Encoding.DER) != ca_cert.public_bytes(Encoding.DER):
         raise ValueError("CertRep is not signed by the CA we trust")
-    content = signed["encap_content_info"]["content"].native
-    digest_name = signer_info["digest_algorithm"]["algorithm"].native
-    sig_name = signer_info["signature_algorithm"]["algorithm"].native
-    _verify_signer_info(signer_info, attrs, ca_cert, digest_name, sig_name, content or b"")
+    _, content = _encapsulated(signed.data, signed.fields[2])
+    digest_name = _name(_DIGEST_NAMES, der.algorithm(signed.data, signed.signer[2], "digestAlgorithm")[0])
+    sig_name = _name(_SIGNATURE_NAMES, der.algorithm(signed.data, signed.signer[4], "signatureAlgorithm")[0])
+    if digest_name not in _DIGESTS:
+        raise ValueError(f"CertRep digest {digest_name} is not allowed")
+    _verify_signer_info(signed, ca_cert, digest_name, sig_name, content or b"")
 
     def text(oid):
         values = attrs.get(oid)
-        return bytes(values[0].contents) if values else None
+        return _value(values[0], oid, Malformed)[1] if values else None
 
     status = PkiStatus(int(text(OID_PKI_STATUS)))
     fail_info = FailInfo(int(text(OID_FAIL_INFO))) if text(OID_FAIL_INFO) is not None else None
@@ -858,25 +1033,21 @@ def parse_cert_rep(
     issued: list[x509.Certificate] = []
     cipher_name = None
     if status is PkiStatus.SUCCESS:
-        env = cms.ContentInfo.load(content)["content"]
-        ri = env["recipient_infos"][0].chosen
-        key = requester_key.decrypt(ri["encrypted_key"].native, asym_padding.PKCS1v15())
-        eci = env["encrypted_content_info"]
-        cipher_name = eci["content_encryption_algorithm"]["algorithm"].native
+        enveloped = _read_enveloped(content or b"")
+        _, _, encrypted_key = _recipient_fields(enveloped.data, enveloped.recipients[0])
+        cipher_name = enveloped.cipher_name
         factory, _ = _CIPHERS[cipher_name]
-        iv = eci["content_encryption_algorithm"]["parameters"].native
-        decryptor = Cipher(factory(key), modes.CBC(iv)).decryptor()
-        padded = decryptor.update(eci["encrypted_content"].native) + decryptor.finalize()
-        unpadder = padding.PKCS7(factory.block_size).unpadder()
-        degenerate = cms.ContentInfo.load(unpadder.update(padded) + unpadder.finalize())["content"]
-        issued = [x509.load_der_x509_certificate(c.chosen.dump()) for c in degenerate["certificates"]]
+        plaintext = _decrypt(factory, requester_key.decrypt(encrypted_key, asym_padding.PKCS1v15()), _iv(enveloped),
+                             enveloped.encrypted)
+        degenerate = definite_lengths(plaintext)
+        issued = [x509.load_der_x509_certificate(c) for c in _certificates(degenerate, _signed_data_fields(degenerate))]
     return CertRep(
         status=status,
         fail_info=fail_info,
         fail_text=fail_text.decode("utf-8") if fail_text is not None else None,
         transaction_id=text(OID_TRANSACTION_ID),
-        recipient_nonce=_octets(attrs[OID_RECIPIENT_NONCE][0], "recipientNonce", Malformed),
-        sender_nonce=_octets(attrs[OID_SENDER_NONCE][0], "senderNonce", Malformed),
+        recipient_nonce=_octet_contents(attrs[OID_RECIPIENT_NONCE][0], "recipientNonce", Malformed),
+        sender_nonce=_octet_contents(attrs[OID_SENDER_NONCE][0], "senderNonce", Malformed),
         certificates=issued,
         signer=signer,
         cipher_name=cipher_name,
