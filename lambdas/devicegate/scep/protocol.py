@@ -509,30 +509,50 @@ def _read_header(data: bytes, offset: int) -> tuple[int, bytes, int | None, int]
 
 def _has_ber_forms(data: bytes) -> bool:
     """Whether an indefinite length or a constructed OCTET STRING occurs anywhere; ValueError
-    for what ``_definite_one`` refuses (depth, lengths, trailing data) when it occurs first."""
-    first, _, length, contents = _read_header(data, 0)
-    if length is None or first == 0x24:
-        return True
-    if contents + length != len(data):
-        raise ValueError(f"{len(data) - contents - length} bytes of trailing data")
-    ends = [contents + length] if first & 0x20 else []  # the ends of the open constructed elements
-    pos = contents
-    while ends:
-        if pos == ends[-1]:
-            ends.pop()
-            continue
-        if len(ends) > _MAX_DEPTH:
-            raise ValueError("nesting too deep")
-        first, _, length, contents = _read_header(data, pos)
-        if length is None or first == 0x24:
+    for what ``_definite_one`` refuses (depth, lengths, trailing data) when it occurs first.
+    The header reading of ``_read_header`` inline (it runs on every element of every message);
+    a multi-octet tag goes through ``_read_header`` itself."""
+    size = len(data)
+    ends: list[int] = []  # the ends of the open constructed elements
+    pos, started = 0, False
+    while True:
+        if ends:
+            if pos == ends[-1]:
+                ends.pop()
+                continue
+            if len(ends) > _MAX_DEPTH:
+                raise ValueError("nesting too deep")
+        elif started:  # the top element has been read
+            if pos != size:
+                raise ValueError(f"{size - pos} bytes of trailing data")
+            return False
+        started = True
+        if pos + 1 >= size or data[pos] & 0x1F == 0x1F:
+            first, _, length, at = _read_header(data, pos)  # raises for a truncated header
+            if length is None:
+                return True
+        else:
+            first, length, at = data[pos], data[pos + 1], pos + 2
+            if length & 0x80:
+                if length == 0x80:
+                    return True
+                count = length & 0x7F
+                if count > 4 or at + count > size:
+                    raise ValueError("bad length")
+                length = int.from_bytes(data[at:at + count], "big")
+                at += count
+            if at + length > size:
+                raise ValueError("length runs past the data")
+        if first == 0x24:
             return True
-        pos = contents + length
-        if pos > ends[-1]:
+        end = at + length
+        if ends and end > ends[-1]:
             raise ValueError("child runs past its parent")
         if first & 0x20:
-            ends.append(pos)
-            pos = contents
-    return False
+            ends.append(end)
+            pos = at
+        else:
+            pos = end
 
 
 def _definite_one(data: bytes, offset: int, depth: int) -> tuple[bytes, int, bool]:
