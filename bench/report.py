@@ -218,7 +218,7 @@ def _scep(r):
             f"| wall inside the store (devicegate.awsjson + wait for moto) | {_f(_m(hd, 'store_wall_per_enrollment'))} |",
             f"| wall excluding the store | {_f(_m(hd, 'wall_excluding_store'))} |",
             f"| crypto floor, cryptography alone ({fl['operations']}) | {_f(_m(fl, 'cpu_per_enrollment'))} |",
-            f"| of the profiled time: asn1crypto | {_f(_bucket(p, 'asn1crypto'))} |",
+            f"| of the profiled time: devicegate's own code (its DER reader and builder included) | {_f(_bucket(p, 'devicegate'))} |",
             f"| of the profiled time: socket wait (DynamoDB round trips) | {_f(_bucket(p, 'socket'))} |",
             f"| of the profiled time: cryptography calls | {_f(_bucket(p, 'cryptography'))} |",
             "",
@@ -421,13 +421,6 @@ def _candidates(r):
                           "Python TLS server spent (measured once, not by this run) ~0.76 ms per handshake with the RSA-2048 listener key against ~0.48 "
                           "ms with ECDSA P-256; an ECDSA certificate (ACM's EC_prime256v1 for the real ALB) would cut "
                           "handshake CPU for every client."))
-    sp = r.get("scep_inprocess", {}).get("profile")
-    if sp:
-        a = _bucket(sp, "asn1crypto")
-        c.append((a / 2, f"SCEP: asn1crypto costs {_f(a)} ms/request under the profiler, all of it parsing the request "
-                         "(the replies are written as DER directly): the SignedData and EnvelopedData walk and the CSR's "
-                         "challengePassword. A DER reader of our own for those few fields would replace it, at the cost "
-                         "of owning more of the parser that faces the network (fuzzed in tests/fuzz)."))
     mem, fl = _m(r.get("sso", {}).get("from_memory"), "cpu_per_login"), _m(r.get("sso", {}).get("floor"), "cpu_per_login")
     if mem is not None and fl is not None:
         c.append(((mem - fl) / 2, f"SSO: with the store answered from memory a login costs {_f(mem)} ms of CPU against "
