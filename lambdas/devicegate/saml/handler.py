@@ -176,7 +176,7 @@ def _device(idp: Idp, request: alb.Request, now: datetime, *, with_compliance: b
     when it could not be: no leaf, no host in it, a source that is not the store, another host)."""
     try:
         presented = alb.client_cert(request, serial_header=idp.config.serial_header, serial_format=idp.config.serial_format,
-                                    leaf_header=idp.config.leaf_header)
+                                    leaf_header=idp.config.leaf_header, names=False)
     except alb.MtlsHeaderError as exc:
         log.warning("unusable client certificate headers: %s", exc)
         raise _DeviceRefused(pages.bad_request("the device certificate information from the load balancer is unusable"),
@@ -430,7 +430,7 @@ def _presented_serial(request: alb.Request) -> str | None:
     try:
         config = _state["idp"].config
         presented = alb.client_cert(request, serial_header=config.serial_header, serial_format=config.serial_format,
-                                    leaf_header=config.leaf_header)
+                                    leaf_header=config.leaf_header, names=False)
     except (alb.MtlsHeaderError, KeyError):
         return None
     return presented.serial_hex.lower() if presented else None
