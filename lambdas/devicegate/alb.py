@@ -182,10 +182,14 @@ def _multi_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
     for name, values in value.items():
         if not isinstance(name, str):
             raise BadEvent(f"{what} has a non-string name")
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise BadEvent(f"{what}[{name!r}] is not a list of strings")
-        if not all(map(_is_unicode, (name, *values))):
-            raise BadEvent(f"{what} holds a string that is not valid Unicode")
+        if type(values) is list and len(values) == 1 and type(values[0]) is str:  # nearly every entry
+            if not (_is_unicode(name) and _is_unicode(values[0])):
+                raise BadEvent(f"{what} holds a string that is not valid Unicode")
+        else:
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise BadEvent(f"{what}[{name!r}] is not a list of strings")
+            if not all(map(_is_unicode, (name, *values))):
+                raise BadEvent(f"{what} holds a string that is not valid Unicode")
         out.setdefault(name.lower() if lower else name, []).extend(values)
     return out
 
