@@ -647,12 +647,15 @@ def _canonical_pem_der(pem: str) -> bytes | None:
     if not pem.startswith(head) or not pem.endswith(tail):
         return None
     body = pem[len(head):-len(tail)].encode("ascii")
+    digits = body.replace(b"\n", b"")
     try:
-        der = binascii.a2b_base64(body.replace(b"\n", b""), strict_mode=True)
+        der = binascii.a2b_base64(digits, strict_mode=True)
     except binascii.Error:
         return None
+    # The canonical layout: the base64 of the DER, a line feed after every 64 digits but the last.
     encoded = binascii.b2a_base64(der, newline=False)
-    if b"\n".join([encoded[i:i + 64] for i in range(0, len(encoded), 64)]) != body:
+    breaks = (len(encoded) - 1) // 64
+    if body.count(b"\n") != breaks or body[64::65] != b"\n" * breaks or digits != encoded:
         return None  # not the canonical layout (or not canonical base64): leave it to the PEM loader
     return der
 

@@ -398,6 +398,8 @@ def test_every_pem_layout_gives_the_pem_loaders_answer(cert, variant, monkeypatc
             "all escaped": quote(_pem_lines(cert, 64), safe="")}[variant]
     got = alb.client_cert(mtls_request({alb.LEAF_HEADER: text}))
     assert got.leaf == cert and got.der == cert.public_bytes(Encoding.DER) and got.serial == cert.serial_number
+    read_as_der = alb._canonical_pem_der(alb._unquote_leaf(text).strip()) is not None
+    assert read_as_der == (variant in ("canonical", "%0a", "all escaped"))
 
 
 def test_unused_base64_bits_get_the_pem_loaders_answer(monkeypatch):
