@@ -183,7 +183,7 @@ def _multi_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
         if not isinstance(name, str):
             raise BadEvent(f"{what} has a non-string name")
         if type(values) is list and len(values) == 1 and type(values[0]) is str:  # nearly every entry
-            if not (_is_unicode(name) and _is_unicode(values[0])):
+            if not ((name.isascii() or _is_unicode(name)) and (values[0].isascii() or _is_unicode(values[0]))):
                 raise BadEvent(f"{what} holds a string that is not valid Unicode")
         else:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
