@@ -48,6 +48,9 @@ _DIGEST_URIS = {
     "http://www.w3.org/2001/04/xmlenc#sha512",
 }
 _NCNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,255}$")
+_AUTHN_REQUEST = f"{{{SAMLP}}}AuthnRequest"
+_ISSUER, _SUBJECT, _NAME_ID = f"{{{SAML}}}Issuer", f"{{{SAML}}}Subject", f"{{{SAML}}}NameID"
+_DS_SIGNATURE = f"{{{DS}}}Signature"
 
 
 class RequestRefused(ValueError):
@@ -127,20 +130,20 @@ def _relay_state(value: str | None) -> str | None:
     return value
 
 
-# The escapes a redirect query's values are made of (base64's '+', '/', '=' and a URI's ':', '/',
-# '#', either case): none decodes to '%', so replacing them cannot make another escape.
-_COMMON_ESCAPES = tuple((f"%{ord(ch):02X}", ch) for ch in "+/=:#") + tuple((f"%{ord(ch):02x}", ch) for ch in "+/=:#")
+# The escapes a redirect query's values are made of (a URI's '/', ':', '#' and base64's '+', '/',
+# '=', either case), the most frequent first: none decodes to '%', so replacing them cannot make
+# another escape.
+_COMMON_ESCAPES = tuple((f"%{ord(ch):02X}", ch) for ch in "/+=:#") + tuple((f"%{ord(ch):02x}", ch) for ch in "/+=:#")
 
 
 def _form_decode(value: str) -> str:
-    """``unquote_plus(value, errors="strict")``: when replacing the common escapes leaves no '%',
-    each escape was one of them, all ASCII, and the result is unquote_plus's; otherwise it decides."""
+    """``unquote_plus(value, errors="strict")``: when replacing common escapes leaves no '%', each
+    escape was one of them, all ASCII, and the result is unquote_plus's; otherwise it decides."""
     plain = value.replace("+", " ")
-    if "%" not in plain:
-        return plain
     for escape, char in _COMMON_ESCAPES:
-        if escape in plain:
-            plain = plain.replace(escape, char)
+        if "%" not in plain:
+            return plain
+        plain = plain.replace(escape, char)
     if "%" not in plain:
         return plain
     return unquote_plus(value, errors="strict")
@@ -166,7 +169,8 @@ def from_redirect(raw_query: dict[str, list[str]], expect: Expectations, now: da
     # Senders form-encode the query (Java's URLEncoder and python3-saml write a space as '+'),
     # so values decode as a form would; the signature still covers the octets as received.
     try:
-        raw_pairs = [(_form_decode(raw_name), raw_name, value) for raw_name, values in raw_query.items() for value in values]
+        raw_pairs = [(_form_decode(raw_name), raw_name, value)
+                     for raw_name, values in raw_query.items() for value in values]
         decoded = [(name, _form_decode(value)) for name, _, value in raw_pairs]
     except UnicodeDecodeError:
         raise RequestRefused("the query is not percent-encoded UTF-8") from None
@@ -195,7 +199,7 @@ def from_redirect(raw_query: dict[str, list[str]], expect: Expectations, now: da
         if not octets.isascii():
             raise RequestRefused("the signed query is not percent-encoded ASCII")
         _verify_detached(octets.encode("ascii"), sig_alg, _strict_b64(signature, "Signature"), expect.sp_cert)
-        if root.find(f"{{{DS}}}Signature") is not None:
+        if next(root.iterchildren(_DS_SIGNATURE), None) is not None:
             raise RequestRefused("a Redirect request must not also carry an XML signature")
         signed = True
     elif expect.require_signed:
@@ -338,7 +342,7 @@ def _text(element) -> str:
 
 
 def _check(root, expect: Expectations, now: datetime, *, relay_state, binding, signed) -> AuthnRequest:
-    if root.tag != f"{{{SAMLP}}}AuthnRequest":
+    if root.tag != _AUTHN_REQUEST:
         raise RequestRefused("the message is not a SAML 2.0 AuthnRequest")
     if root.get("Version") != "2.0":
         raise RequestRefused("only SAML Version 2.0 is supported")
@@ -352,7 +356,7 @@ def _check(root, expect: Expectations, now: datetime, *, relay_state, binding, s
     if now - instant > expect.clock_skew:
         raise RequestRefused("the request is too old; start the sign-in again")
 
-    issuers = root.findall(f"{{{SAML}}}Issuer")
+    issuers = list(root.iterchildren(_ISSUER))  # as findall: the element children with that tag
     if len(issuers) != 1 or _text(issuers[0]) != expect.audience:
         raise RequestRefused("the request's Issuer is not the Okta org this IdP serves")
     if root.get("Destination") != expect.sso_url:
@@ -366,11 +370,11 @@ def _check(root, expect: Expectations, now: datetime, *, relay_state, binding, s
         raise RequestRefused("only the HTTP-POST binding is supported for the Response")
 
     name_id = name_id_format = None
-    subjects = root.findall(f"{{{SAML}}}Subject")
+    subjects = list(root.iterchildren(_SUBJECT))
     if len(subjects) > 1:
         raise RequestRefused("the request has more than one Subject")
     if subjects:
-        name_ids = subjects[0].findall(f"{{{SAML}}}NameID")
+        name_ids = list(subjects[0].iterchildren(_NAME_ID))
         if len(name_ids) != 1:
             raise RequestRefused("the request's Subject must hold exactly one NameID")
         name_id = _text(name_ids[0])
