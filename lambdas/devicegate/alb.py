@@ -182,10 +182,14 @@ def _multi_map(value: Any, what: str, *, lower: bool) -> dict[str, list[str]]:
     for name, values in value.items():
         if not isinstance(name, str):
             raise BadEvent(f"{what} has a non-string name")
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise BadEvent(f"{what}[{name!r}] is not a list of strings")
-        if not all(map(_is_unicode, (name, *values))):
-            raise BadEvent(f"{what} holds a string that is not valid Unicode")
+        if type(values) is list and len(values) == 1 and type(values[0]) is str:  # nearly every entry
+            if not ((name.isascii() or _is_unicode(name)) and (values[0].isascii() or _is_unicode(values[0]))):
+                raise BadEvent(f"{what} holds a string that is not valid Unicode")
+        else:
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise BadEvent(f"{what}[{name!r}] is not a list of strings")
+            if not all(map(_is_unicode, (name, *values))):
+                raise BadEvent(f"{what} holds a string that is not valid Unicode")
         out.setdefault(name.lower() if lower else name, []).extend(values)
     return out
 
@@ -515,12 +519,17 @@ def client_cert(
     serial_header: str = SERIAL_HEADER,
     serial_format: str = "hex",
     leaf_header: str = LEAF_HEADER,
+    names: bool = True,
 ) -> ClientCert | None:
     """The client certificate the TLS terminator verified, or None if it sent none.
 
     serial_format is "hex" (ALB, nginx's $ssl_client_serial; colons and any case
     tolerated) or "decimal" (Caddy). When the leaf is present it is authoritative and a
     serial header must agree with it. Every malformed input raises MtlsHeaderError.
+
+    ``names=False``: a leaf's subject and issuer are not rendered as RFC 4514 strings (``subject``
+    and ``issuer`` are None), for a caller that reads what it needs from the leaf itself (the
+    IdP). The leaf is checked the same either way: a name that does not parse is refused.
     """
     if serial_format not in _MAX_SERIAL_DIGITS:
         raise MtlsHeaderError(f"unknown serial format {serial_format!r}")
@@ -542,11 +551,17 @@ def client_cert(
         assert header_serial is not None
         return ClientCert(header_serial, None, subject, issuer, not_before, not_after)
 
-    leaf, der, serial, fields = _leaf_facts(leaf_text)
+    leaf, der, serial, (not_before, not_after) = _leaf_facts(leaf_text)
     if header_serial is not None and header_serial != serial:
         raise MtlsHeaderError(f"serial header {serial_text!r} does not match the leaf certificate")
     # Parsed from the leaf rather than the headers, so values are consistent across proxies.
-    return ClientCert(serial, leaf, *fields, der=der)
+    subject = issuer = None
+    if names:
+        try:
+            subject, issuer = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
+        except Exception as exc:
+            raise MtlsHeaderError(f"leaf certificate is malformed: {exc}") from None
+    return ClientCert(serial, leaf, subject, issuer, not_before, not_after, der=der)
 
 
 # A device presents the same leaf on every login, so each distinct header text is parsed once per
@@ -558,26 +573,23 @@ _leaf_cache: dict[str, tuple] = {}
 
 
 def _leaf_facts(leaf_text: str) -> tuple:
-    """(certificate, its DER, serial, (subject, issuer, not before, not after)) of a leaf header."""
+    """(certificate, its DER, serial, (not before, not after)) of a leaf header."""
     facts = _leaf_cache.get(leaf_text)
     if facts is not None:
         return facts
-    leaf = _parse_leaf(leaf_text)
+    leaf, der = _parse_leaf(leaf_text)
     try:
-        from cryptography.hazmat.primitives.serialization import Encoding
-
         serial = leaf.serial_number
-        fields = (
-            leaf.subject.rfc4514_string(),
-            leaf.issuer.rfc4514_string(),
-            leaf.not_valid_before_utc,
-            leaf.not_valid_after_utc,
-        )
+        leaf.subject, leaf.issuer  # parsed (and kept by the certificate) here: a malformed name fails here
+        dates = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
         leaf.extensions  # callers read the SAN (health, the IdP): a malformed one must fail here
-        der = leaf.public_bytes(Encoding.DER)
+        if der is None:
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            der = leaf.public_bytes(Encoding.DER)
     except Exception as exc:  # cryptography parses lazily; a bad field surfaces here
         raise MtlsHeaderError(f"leaf certificate is malformed: {exc}") from None
-    return remember(_leaf_cache, leaf_text, (leaf, der, serial, fields), _LEAF_CACHE_MAX)
+    return remember(_leaf_cache, leaf_text, (leaf, der, serial, dates), _LEAF_CACHE_MAX)
 
 
 def _one_header(request: Request, name: str, limit: int = _MAX_HEADER_CHARS) -> str | None:
@@ -617,9 +629,41 @@ def _parse_validity(text: str) -> tuple[datetime, datetime]:
         raise MtlsHeaderError(f"validity header has an impossible date: {exc}") from None
 
 
-def _parse_leaf(text: str) -> x509.Certificate:
+def _unquote_leaf(text: str) -> str:
+    """``unquote(text, encoding="ascii", errors="strict")`` of a leaf header. A PEM URL-encoded as
+    ALB and nginx do it escapes only its spaces and line feeds: when those two replacements leave
+    no '%', every escape was one of them and the result is unquote's; otherwise unquote decides."""
+    plain = text.replace("%20", " ").replace("%0A", "\n")
+    if "%" not in plain:
+        return plain
+    return unquote(text, encoding="ascii", errors="strict")
+
+
+def _canonical_pem_der(pem: str) -> bytes | None:
+    """The DER inside a PEM certificate laid out exactly as cryptography writes one (and as its
+    loader reads it): the BEGIN line, the DER's base64 in lines of 64, the END line. None for any
+    other layout (``load_pem_x509_certificate`` then decides, with its own messages)."""
+    head, tail = _PEM_BEGIN + "\n", "\n" + _PEM_END
+    if not pem.startswith(head) or not pem.endswith(tail):
+        return None
+    body = pem[len(head):-len(tail)].encode("ascii")
+    digits = body.replace(b"\n", b"")
     try:
-        pem = unquote(text, encoding="ascii", errors="strict")  # '+' stays '+' (base64)
+        der = binascii.a2b_base64(digits, strict_mode=True)
+    except binascii.Error:
+        return None
+    # The canonical layout: the base64 of the DER, a line feed after every 64 digits but the last.
+    encoded = binascii.b2a_base64(der, newline=False)
+    breaks = (len(encoded) - 1) // 64
+    if body.count(b"\n") != breaks or body[64::65] != b"\n" * breaks or digits != encoded:
+        return None  # not the canonical layout (or not canonical base64): leave it to the PEM loader
+    return der
+
+
+def _parse_leaf(text: str) -> tuple[x509.Certificate, bytes | None]:
+    """The leaf certificate, and its DER when that came out of the parse (else None)."""
+    try:
+        pem = _unquote_leaf(text)  # '+' stays '+' (base64)
     except UnicodeDecodeError:
         raise MtlsHeaderError("leaf is not URL-encoded ASCII") from None
     pem = pem.strip()
@@ -629,7 +673,8 @@ def _parse_leaf(text: str) -> x509.Certificate:
         # Caddy cannot put a multi-line PEM in a header; it sends the DER in base64
         # ({http.request.tls.client.certificate_der_base64}), which no PEM or URL-encoded PEM can match.
         try:
-            return x509.load_der_x509_certificate(binascii.a2b_base64(pem.encode("ascii"), strict_mode=True))
+            der = binascii.a2b_base64(pem.encode("ascii"), strict_mode=True)
+            return x509.load_der_x509_certificate(der), der
         except Exception as exc:
             raise MtlsHeaderError(f"leaf certificate (base64 DER) does not parse: {exc}") from None
     if (
@@ -639,8 +684,16 @@ def _parse_leaf(text: str) -> x509.Certificate:
         or pem.count("-----BEGIN") != 1
     ):
         raise MtlsHeaderError("leaf is not exactly one PEM certificate")
+    # The usual case (ALB's, nginx's header): the PEM's own bytes give the DER, loaded as DER, which
+    # is what the PEM loader does after decoding the same base64; no DER re-encoded from the parse.
+    der = _canonical_pem_der(pem)
+    if der is not None:
+        try:
+            return x509.load_der_x509_certificate(der), der
+        except Exception:
+            pass  # the PEM loader below refuses it too, with its message
     try:
-        return x509.load_pem_x509_certificate(pem.encode("ascii"))
+        return x509.load_pem_x509_certificate(pem.encode("ascii")), None
     except Exception as exc:
         raise MtlsHeaderError(f"leaf certificate does not parse: {exc}") from None
 

@@ -365,6 +365,69 @@ def test_a_leaf_is_parsed_once_per_exact_text(cert, monkeypatch):
     assert list(alb._leaf_cache) == [leaf]
 
 
+def test_names_false_leaves_the_names_unrendered(cert):
+    leaf = alb.format_mtls_headers(cert)["X-Amzn-Mtls-Clientcert-Leaf"]
+    full = alb.client_cert(mtls_request({alb.LEAF_HEADER: leaf}))
+    bare = alb.client_cert(mtls_request({alb.LEAF_HEADER: leaf}), names=False)
+    assert bare.subject is None and bare.issuer is None
+    assert (bare.serial, bare.leaf, bare.der, bare.not_before, bare.not_after) == (
+        full.serial, full.leaf, full.der, full.not_before, full.not_after)
+
+
+def _pem_lines(cert, width: int) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    b64 = base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+    lines = [b64[i:i + width] for i in range(0, len(b64), width)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("variant", ["canonical", "76-wide", "one line", "CRLF", "%0a", "all escaped"])
+def test_every_pem_layout_gives_the_pem_loaders_answer(cert, variant, monkeypatch):
+    """The canonical PEM is read from its own base64; any other layout goes to the PEM loader:
+    the same certificate and DER either way."""
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    monkeypatch.setattr(alb, "_leaf_cache", {})
+    text = {"canonical": quote(_pem_lines(cert, 64), safe="+=/"), "76-wide": quote(_pem_lines(cert, 76), safe="+=/"),
+            "one line": quote(_pem_lines(cert, 10_000), safe="+=/"),
+            "CRLF": quote(_pem_lines(cert, 64).replace("\n", "\r\n"), safe="+=/"),
+            "%0a": quote(_pem_lines(cert, 64), safe="+=/").replace("%0A", "%0a"),
+            "all escaped": quote(_pem_lines(cert, 64), safe="")}[variant]
+    got = alb.client_cert(mtls_request({alb.LEAF_HEADER: text}))
+    assert got.leaf == cert and got.der == cert.public_bytes(Encoding.DER) and got.serial == cert.serial_number
+    read_as_der = alb._canonical_pem_der(alb._unquote_leaf(text).strip()) is not None
+    assert read_as_der == (variant in ("canonical", "%0a", "all escaped"))
+
+
+def test_unused_base64_bits_get_the_pem_loaders_answer(monkeypatch):
+    """Changing the unused low bits of the last base64 digit before the padding decodes to the
+    same DER: whatever the PEM loader makes of such a text, the leaf parse makes of it too."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ca_key, ca = make_ca("Test SCEP CA")
+    padded = next(c for c in (issue(ca_key, ca, f"0000-{n:04d}")[1] for n in range(30))
+                  if len(c.public_bytes(Encoding.DER)) % 3)
+    pem = _pem_lines(padded, 64)
+    body, end = pem.rsplit("\n-----END", 1)
+    stripped = body.rstrip("=")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for flip in (1, 2, 3):
+        monkeypatch.setattr(alb, "_leaf_cache", {})
+        bent = stripped[:-1] + alphabet[alphabet.index(stripped[-1]) ^ flip] + body[len(stripped):] + "\n-----END" + end
+        try:
+            expected = x509.load_pem_x509_certificate(bent.encode())
+        except ValueError:
+            with pytest.raises(MtlsHeaderError, match="does not parse"):
+                alb.client_cert(mtls_request({alb.LEAF_HEADER: bent}))
+        else:
+            got = alb.client_cert(mtls_request({alb.LEAF_HEADER: bent}))
+            assert got.leaf == expected and got.der == expected.public_bytes(Encoding.DER)
+
+
 def test_the_leaf_cache_is_bounded(cert, monkeypatch):
     monkeypatch.setattr(alb, "_leaf_cache", {})
     monkeypatch.setattr(alb, "_LEAF_CACHE_MAX", 2)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import re
 import zlib
 from datetime import datetime, timedelta, timezone
@@ -49,6 +48,9 @@ _DIGEST_URIS = {
     "http://www.w3.org/2001/04/xmlenc#sha512",
 }
 _NCNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,255}$")
+_AUTHN_REQUEST = f"{{{SAMLP}}}AuthnRequest"
+_ISSUER, _SUBJECT, _NAME_ID = f"{{{SAML}}}Issuer", f"{{{SAML}}}Subject", f"{{{SAML}}}NameID"
+_DS_SIGNATURE = f"{{{DS}}}Signature"
 
 
 class RequestRefused(ValueError):
@@ -114,15 +116,37 @@ def _strict_b64(text: str, what: str) -> bytes:
         raise RequestRefused(f"{what} is not valid base64") from None
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _relay_state(value: str | None) -> str | None:
     if value is None:
         return None
     if len(value.encode("utf-8")) > MAX_RELAY_STATE:
         raise RequestRefused(f"RelayState is longer than {MAX_RELAY_STATE} bytes")
     # It goes back through an HTML form, where control characters do not survive unchanged.
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if _CONTROL.search(value):
         raise RequestRefused("RelayState holds control characters")
     return value
+
+
+# The escapes a redirect query's values are made of (a URI's '/', ':', '#' and base64's '+', '/',
+# '=', either case), the most frequent first: none decodes to '%', so replacing them cannot make
+# another escape.
+_COMMON_ESCAPES = tuple((f"%{ord(ch):02X}", ch) for ch in "/+=:#") + tuple((f"%{ord(ch):02x}", ch) for ch in "/+=:#")
+
+
+def _form_decode(value: str) -> str:
+    """``unquote_plus(value, errors="strict")``: when replacing common escapes leaves no '%', each
+    escape was one of them, all ASCII, and the result is unquote_plus's; otherwise it decides."""
+    plain = value.replace("+", " ")
+    for escape, char in _COMMON_ESCAPES:
+        if "%" not in plain:
+            return plain
+        plain = plain.replace(escape, char)
+    if "%" not in plain:
+        return plain
+    return unquote_plus(value, errors="strict")
 
 
 def inflate(data: bytes) -> bytes:
@@ -145,9 +169,9 @@ def from_redirect(raw_query: dict[str, list[str]], expect: Expectations, now: da
     # Senders form-encode the query (Java's URLEncoder and python3-saml write a space as '+'),
     # so values decode as a form would; the signature still covers the octets as received.
     try:
-        raw_pairs = [(unquote_plus(raw_name, errors="strict"), raw_name, value)
+        raw_pairs = [(_form_decode(raw_name), raw_name, value)
                      for raw_name, values in raw_query.items() for value in values]
-        decoded = [(name, unquote_plus(value, errors="strict")) for name, _, value in raw_pairs]
+        decoded = [(name, _form_decode(value)) for name, _, value in raw_pairs]
     except UnicodeDecodeError:
         raise RequestRefused("the query is not percent-encoded UTF-8") from None
     encoded = _single(decoded, "SAMLRequest")
@@ -175,7 +199,7 @@ def from_redirect(raw_query: dict[str, list[str]], expect: Expectations, now: da
         if not octets.isascii():
             raise RequestRefused("the signed query is not percent-encoded ASCII")
         _verify_detached(octets.encode("ascii"), sig_alg, _strict_b64(signature, "Signature"), expect.sp_cert)
-        if root.find(f"{{{DS}}}Signature") is not None:
+        if next(root.iterchildren(_DS_SIGNATURE), None) is not None:
             raise RequestRefused("a Redirect request must not also carry an XML signature")
         signed = True
     elif expect.require_signed:
@@ -218,9 +242,17 @@ def _parse(xml: bytes) -> etree._Element:
 # ------------------------------------------------------------------------------ signatures
 
 
-@functools.lru_cache(maxsize=8)  # the configured certificate, the same every request: its key is parsed once
+_held_key: tuple = (None, None)  # (the configured certificate, its public key): held, so `is` stays meaningful
+
+
 def _public_key(cert: x509.Certificate):
-    return cert.public_key()
+    """The configured certificate's key, parsed once: the same certificate object every request
+    (an identity check, where a cache keyed on the certificate would hash its DER every time)."""
+    global _held_key
+    held = _held_key
+    if held[0] is not cert:
+        held = _held_key = (cert, cert.public_key())
+    return held[1]
 
 
 def _verify_detached(octets: bytes, sig_alg: str, signature: bytes, cert: x509.Certificate) -> None:
@@ -310,7 +342,7 @@ def _text(element) -> str:
 
 
 def _check(root, expect: Expectations, now: datetime, *, relay_state, binding, signed) -> AuthnRequest:
-    if root.tag != f"{{{SAMLP}}}AuthnRequest":
+    if root.tag != _AUTHN_REQUEST:
         raise RequestRefused("the message is not a SAML 2.0 AuthnRequest")
     if root.get("Version") != "2.0":
         raise RequestRefused("only SAML Version 2.0 is supported")
@@ -324,7 +356,7 @@ def _check(root, expect: Expectations, now: datetime, *, relay_state, binding, s
     if now - instant > expect.clock_skew:
         raise RequestRefused("the request is too old; start the sign-in again")
 
-    issuers = root.findall(f"{{{SAML}}}Issuer")
+    issuers = list(root.iterchildren(_ISSUER))  # as findall: the element children with that tag
     if len(issuers) != 1 or _text(issuers[0]) != expect.audience:
         raise RequestRefused("the request's Issuer is not the Okta org this IdP serves")
     if root.get("Destination") != expect.sso_url:
@@ -338,15 +370,15 @@ def _check(root, expect: Expectations, now: datetime, *, relay_state, binding, s
         raise RequestRefused("only the HTTP-POST binding is supported for the Response")
 
     name_id = name_id_format = None
-    subjects = root.findall(f"{{{SAML}}}Subject")
+    subjects = list(root.iterchildren(_SUBJECT))
     if len(subjects) > 1:
         raise RequestRefused("the request has more than one Subject")
     if subjects:
-        name_ids = subjects[0].findall(f"{{{SAML}}}NameID")
+        name_ids = list(subjects[0].iterchildren(_NAME_ID))
         if len(name_ids) != 1:
             raise RequestRefused("the request's Subject must hold exactly one NameID")
         name_id = _text(name_ids[0])
-        if not name_id or len(name_id) > MAX_NAME_ID or any(not ch.isprintable() for ch in name_id):
+        if not name_id or len(name_id) > MAX_NAME_ID or not name_id.isprintable():
             raise RequestRefused("the request's NameID is empty, too long or not printable")
         name_id_format = name_ids[0].get("Format")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -176,7 +177,7 @@ def _device(idp: Idp, request: alb.Request, now: datetime, *, with_compliance: b
     when it could not be: no leaf, no host in it, a source that is not the store, another host)."""
     try:
         presented = alb.client_cert(request, serial_header=idp.config.serial_header, serial_format=idp.config.serial_format,
-                                    leaf_header=idp.config.leaf_header)
+                                    leaf_header=idp.config.leaf_header, names=False)
     except alb.MtlsHeaderError as exc:
         log.warning("unusable client certificate headers: %s", exc)
         raise _DeviceRefused(pages.bad_request("the device certificate information from the load balancer is unusable"),
@@ -430,16 +431,20 @@ def _presented_serial(request: alb.Request) -> str | None:
     try:
         config = _state["idp"].config
         presented = alb.client_cert(request, serial_header=config.serial_header, serial_format=config.serial_format,
-                                    leaf_header=config.leaf_header)
+                                    leaf_header=config.leaf_header, names=False)
     except (alb.MtlsHeaderError, KeyError):
         return None
     return presented.serial_hex.lower() if presented else None
 
 
 def _new_correlation_id() -> str:
-    import uuid  # ALB always sends X-Amzn-Trace-Id: most containers never need uuid (nor platform)
-
-    return str(uuid.uuid4())
+    """``str(uuid.uuid4())`` (122 random bits, the version and variant bits set as uuid4 sets them),
+    written out without a UUID object; ALB always sends X-Amzn-Trace-Id, so this is rarely used."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _audit(request: alb.Request, action: str, subject, device, outcome: str, status: int, verdict=None,

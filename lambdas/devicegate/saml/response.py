@@ -28,6 +28,7 @@ output is the output.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 import re
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..memo import remember
 from ..record import frozen
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -83,11 +85,6 @@ def _text(value: str) -> str:
     return _TEXT_SPECIAL.sub(lambda m: _TEXT_ESCAPES[m.group()], _checked(value))
 
 
-def _attrs(**values: str) -> str:
-    """Unqualified attributes as exc-c14n writes them: sorted by name, double-quoted."""
-    return "".join(f' {name}="{_attr_value(values[name])}"' for name in sorted(values))
-
-
 def _attr_value(value: str) -> str:
     """An attribute value as exc-c14n writes it (between double quotes)."""
     return _ATTR_SPECIAL.sub(lambda m: _ATTR_ESCAPES[m.group()], _checked(value))
@@ -116,6 +113,7 @@ class Signer:
     key: object
     cert_pem: str
     key_info: str = field(init=False, repr=False, compare=False)
+    rsa_key: bool = field(init=False, repr=False, compare=False)
 
     def __init__(self, key: object, cert_pem: str):
         self.__dict__.update(key=key, cert_pem=cert_pem)
@@ -127,32 +125,76 @@ class Signer:
             "<ds:KeyInfo><ds:X509Data><ds:X509Certificate>"
             f"{base64.b64encode(der).decode('ascii')}"
             "</ds:X509Certificate></ds:X509Data></ds:KeyInfo>"))
+        # The key never changes (a new key is a new Signer): its type is checked once here, and a
+        # non-RSA key refused when it is asked to sign, as before.
+        object.__setattr__(self, "rsa_key", isinstance(self.key, rsa.RSAPrivateKey))
 
     def signature(self, reference_id: str, canonical: bytes) -> str:
         """The ds:Signature element over ``canonical`` (the exc-c14n bytes of the element with
         ID ``reference_id``, its Signature left out: the enveloped-signature transform)."""
-        if not isinstance(self.key, rsa.RSAPrivateKey):
+        if not self.rsa_key:
             raise TypeError("the IdP signing key must be an RSA key (the Response is signed with RSA-SHA256)")
         body = _SIGNED_INFO_BODY.format(
             reference=_attr_value(reference_id),
-            digest=base64.b64encode(hashlib.sha256(canonical).digest()).decode("ascii"),
+            digest=_b64(hashlib.sha256(canonical).digest()),
         )
         value = self.key.sign((_SIGNED_INFO_APEX + body).encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
         return (
             f'<ds:Signature xmlns:ds="{DS}">{_SIGNED_INFO_INNER}{body}'
-            f"<ds:SignatureValue>{base64.b64encode(value).decode('ascii')}</ds:SignatureValue>"
+            f"<ds:SignatureValue>{_b64(value)}</ds:SignatureValue>"
             f"{self.key_info}</ds:Signature>"
         )
 
 
-def new_id() -> str:
-    # xs:ID must not start with a digit; 160 random bits from the OS CSPRNG: exactly what
-    # secrets.token_hex(20) returns, without importing secrets on every cold start.
-    return "_" + os.urandom(20).hex()
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def _new_ids() -> tuple[str, str, str]:
+    """The Response's, the Assertion's and the session's IDs: xs:ID must not start with a digit;
+    160 random bits each from the OS CSPRNG (what secrets.token_hex(20) returns, without importing
+    secrets on every cold start), the three from one read."""
+    hexed = os.urandom(60).hex()
+    return "_" + hexed[:40], "_" + hexed[40:80], "_" + hexed[80:]
 
 
 def _instant(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """xs:dateTime in UTC to the second, ``2026-12-03T12:00:00Z``: the same text strftime's
+    ``%Y-%m-%dT%H:%M:%SZ`` writes for years 1000 to 9999, from isoformat (a third of the cost)."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+# What a Response says that is the same for every login to one SP from one IdP, written once in
+# its exc-c14n form (values escaped), per (ACS URL, audience, IdP entity ID, NameID format): the
+# configured values, so a handful per container; bounded all the same.
+_PARTS_MAX = 16
+_parts: dict[tuple, tuple[str, ...]] = {}
+
+
+def _parts_for(acs_url: str, audience: str, idp_entity_id: str, name_id_format: str | None) -> tuple[str, ...]:
+    """(the Response's start tag up to its Destination, its Issuer, the Assertion's Issuer, the
+    NameID start tag, the end of SubjectConfirmationData's start tag from Recipient, and the
+    Conditions from AudienceRestriction to their end tag)."""
+    key = (acs_url, audience, idp_entity_id, name_id_format)
+    parts = _parts.get(key)
+    if parts is None:
+        entity = _text(idp_entity_id)
+        parts = remember(_parts, key, (
+            f'<samlp:Response xmlns:samlp="{SAMLP}" Destination="{_attr_value(acs_url)}"',
+            f'<saml:Issuer xmlns:saml="{SAML}">{entity}</saml:Issuer>',  # as a child of samlp
+            f"<saml:Issuer>{entity}</saml:Issuer>",
+            f'<saml:NameID Format="{_attr_value(name_id_format or UNSPECIFIED)}">',
+            f'" Recipient="{_attr_value(acs_url)}">',
+            (f"<saml:AudienceRestriction><saml:Audience>{_text(audience)}</saml:Audience>"
+             "</saml:AudienceRestriction></saml:Conditions>"),
+        ), _PARTS_MAX)
+    return parts
+
+
+_STATUS = f'<samlp:Status><samlp:StatusCode Value="{SUCCESS}"></samlp:StatusCode></samlp:Status>'
+_CONFIRMATION = f'<saml:SubjectConfirmation Method="{BEARER}"><saml:SubjectConfirmationData InResponseTo="'
+_AUTHN_CONTEXT = (f"<saml:AuthnContext><saml:AuthnContextClassRef>{X509_CONTEXT}</saml:AuthnContextClassRef>"
+                  "</saml:AuthnContext></saml:AuthnStatement></saml:Assertion>")
 
 
 def build_response(
@@ -168,37 +210,36 @@ def build_response(
     sign_response: bool = True,
     session_index: str | None = None,
 ) -> bytes:
-    response_id, assertion_id = new_id(), new_id()
-    issued = _instant(now)
+    response_head, issuer, assertion_issuer, name_id_open, recipient, conditions_tail = _parts_for(
+        acs_url, audience, idp_entity_id, name_id_format)
+    response_id, assertion_id, new_session = _new_ids()  # "_" and hex digits: nothing to escape
+    issued = _instant(now)  # digits, '-', ':', 'T', 'Z': nothing to escape
     not_after = _instant(now + VALIDITY)
-    issuer = f'<saml:Issuer xmlns:saml="{SAML}">{_text(idp_entity_id)}</saml:Issuer>'  # as a child of samlp
+    replying_to = _attr_value(in_response_to)
+    session = _attr_value(session_index) if session_index else new_session
 
     # The Assertion: its own element declares saml, so its bytes here are its exc-c14n alone.
-    assertion_open = f'<saml:Assertion xmlns:saml="{SAML}"{_attrs(ID=assertion_id, Version="2.0", IssueInstant=issued)}>'
-    assertion_issuer = f"<saml:Issuer>{_text(idp_entity_id)}</saml:Issuer>"
+    # Attributes by name: ID, IssueInstant, Version.
+    assertion_open = f'<saml:Assertion xmlns:saml="{SAML}" ID="{assertion_id}" IssueInstant="{issued}" Version="2.0">'
     assertion_rest = (
-        "<saml:Subject>"
-        f"<saml:NameID{_attrs(Format=name_id_format or UNSPECIFIED)}>{_text(name_id)}</saml:NameID>"
-        f"<saml:SubjectConfirmation{_attrs(Method=BEARER)}>"
-        f"<saml:SubjectConfirmationData{_attrs(InResponseTo=in_response_to, NotOnOrAfter=not_after, Recipient=acs_url)}>"
+        f"<saml:Subject>{name_id_open}{_text(name_id)}</saml:NameID>"
+        # InResponseTo, NotOnOrAfter, Recipient
+        f'{_CONFIRMATION}{replying_to}" NotOnOrAfter="{not_after}{recipient}'
         "</saml:SubjectConfirmationData></saml:SubjectConfirmation></saml:Subject>"
-        f"<saml:Conditions{_attrs(NotBefore=_instant(now - NOT_BEFORE_SLACK), NotOnOrAfter=not_after)}>"
-        f"<saml:AudienceRestriction><saml:Audience>{_text(audience)}</saml:Audience></saml:AudienceRestriction>"
-        "</saml:Conditions>"
-        f"<saml:AuthnStatement{_attrs(AuthnInstant=issued, SessionIndex=session_index or new_id())}>"
-        f"<saml:AuthnContext><saml:AuthnContextClassRef>{X509_CONTEXT}</saml:AuthnContextClassRef></saml:AuthnContext>"
-        "</saml:AuthnStatement></saml:Assertion>"
+        # NotBefore, NotOnOrAfter
+        f'<saml:Conditions NotBefore="{_instant(now - NOT_BEFORE_SLACK)}" NotOnOrAfter="{not_after}">'
+        f"{conditions_tail}"
+        # AuthnInstant, SessionIndex
+        f'<saml:AuthnStatement AuthnInstant="{issued}" SessionIndex="{session}">{_AUTHN_CONTEXT}'
     )
     assertion_signature = signer.signature(
         assertion_id, (assertion_open + assertion_issuer + assertion_rest).encode("utf-8"))
     assertion = assertion_open + assertion_issuer + assertion_signature + assertion_rest
 
-    response_open = f'<samlp:Response xmlns:samlp="{SAMLP}"' + _attrs(
-        ID=response_id, Version="2.0", IssueInstant=issued, Destination=acs_url, InResponseTo=in_response_to) + ">"
-    response_rest = (
-        f'<samlp:Status><samlp:StatusCode Value="{SUCCESS}"></samlp:StatusCode></samlp:Status>'
-        f"{assertion}</samlp:Response>"
-    )
+    # Destination, ID, InResponseTo, IssueInstant, Version.
+    response_open = (f'{response_head} ID="{response_id}" InResponseTo="{replying_to}" '
+                     f'IssueInstant="{issued}" Version="2.0">')
+    response_rest = f"{_STATUS}{assertion}</samlp:Response>"
     if sign_response:
         response_signature = signer.signature(response_id, (response_open + issuer + response_rest).encode("utf-8"))
         document = response_open + issuer + response_signature + response_rest

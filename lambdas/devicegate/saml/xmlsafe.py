@@ -53,8 +53,8 @@ def parse(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> etree._Element:
         root = etree.fromstring(data, parser=parser)
     except etree.XMLSyntaxError as exc:
         raise UnsafeXml(f"not well-formed XML: {str(exc)[:120]}") from None
-    tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+    docinfo = root.getroottree().docinfo  # a new DocInfo object on every access
+    if docinfo.doctype or docinfo.internalDTD is not None:
         raise UnsafeXml("XML with a DOCTYPE is refused")
     # Only those node kinds, filtered inside lxml; the first in document order decides the message.
     for node in root.iter(etree.Comment, etree.ProcessingInstruction, etree.Entity):
