@@ -140,7 +140,7 @@ def targets(r: dict) -> dict:
         ours_all = _m(sso, "ours", "wall_per_login")
         fl = _m(sso, "floor", "cpu_per_login")
         fl_waits = _m(sso, "floor_after_waits", "cpu_per_login")
-        nsig = sso["floor"]["signatures"] + 1
+        nsig = sso["floor"]["signatures"] + sso["floor"].get("verifies", 1)
         lasso = _m(sso, "lasso", "wall_per_login")
         pys = _m(sso, "pysaml2", "wall_per_login")
 
