@@ -43,13 +43,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from .memo import remember
-from .record import frozen
+from .record import FACTORY, frozen, mutable
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -274,12 +274,19 @@ def serve(event: Any, handle, on_bad_event=None) -> dict:
 # -------------------------------------------------------------------------- responses
 
 
-@dataclass
+@mutable
 class Response:
     status: int
     body: bytes | str = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str | list[str]] = field(default_factory=dict)
+
+    def __init__(self, status: int, body: bytes | str = b"", content_type: str = "text/plain; charset=utf-8",
+                 headers: dict[str, str | list[str]] = FACTORY):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = {} if headers is FACTORY else headers
 
     @classmethod
     def text(cls, status: int, text: str, headers: dict[str, str | list[str]] | None = None) -> Response:

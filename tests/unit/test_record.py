@@ -1,5 +1,6 @@
-"""Every @frozen record behaves as the @dataclass(frozen=True) it replaces: the same __init__
-signature and __doc__, repr, ==, hash, frozen errors, fields, replace and asdict."""
+"""Every @frozen record behaves as the @dataclass(frozen=True) it replaces, and every @mutable one
+as the @dataclass: the same __init__ signature and __doc__, repr, ==, hash (none for @mutable),
+frozen errors, fields, replace and asdict."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _frozen_classes():
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
-            if (isinstance(value, type) and value.__module__ == module.__name__
+            if (isinstance(value, type) and value.__module__ == module.__name__ and dataclasses.is_dataclass(value)
                     and getattr(value.__repr__, "__module__", None) == record.__name__):
                 found.append(value)
     return found
@@ -30,13 +31,17 @@ def _frozen_classes():
 CLASSES = _frozen_classes()
 
 
+def _frozen(cls) -> bool:
+    return cls.__setattr__ is not object.__setattr__
+
+
 def _reference(cls):
-    """The class as @dataclass(frozen=True) makes it, from the same fields."""
+    """The class as @dataclass(frozen=True) (@dataclass for a @mutable one) makes it, from the same fields."""
     namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
                  "__annotations__": {f.name: f.type for f in dataclasses.fields(cls)}}
     for f in dataclasses.fields(cls):
-        namespace[f.name] = dataclasses.field(default=f.default, repr=f.repr, hash=f.hash, compare=f.compare,
-                                              init=f.init, metadata=f.metadata)
+        namespace[f.name] = dataclasses.field(default=f.default, default_factory=f.default_factory, repr=f.repr,
+                                              hash=f.hash, compare=f.compare, init=f.init, metadata=f.metadata)
     for name, value in vars(cls).items():  # methods and properties of the record itself
         if name not in namespace and not name.startswith("__") and callable(getattr(value, "__get__", None)):
             namespace[name] = value
@@ -44,20 +49,21 @@ def _reference(cls):
         namespace["__post_init__"] = vars(cls)["__post_init__"]
     if cls.__doc__ and "__doc__" in vars(cls) and not cls.__doc__.startswith(cls.__name__ + "("):
         namespace["__doc__"] = cls.__doc__
-    return dataclasses.dataclass(frozen=True)(type(cls.__name__, (), namespace))
+    return dataclasses.dataclass(frozen=_frozen(cls))(type(cls.__name__, (), namespace))
 
 
 def _sample(cls, salt: int):
     args = {}
     for f in dataclasses.fields(cls):
-        if f.init:
+        if f.init and f.default_factory is dataclasses.MISSING:
             args[f.name] = f"v{salt}-{f.name}" if f.default is dataclasses.MISSING else f.default
     return args
 
 
 def test_found_the_records():
     names = {c.__qualname__ for c in CLASSES}
-    assert {"Request", "ClientCert", "HttpReply"} <= names
+    assert {"Request", "ClientCert", "HttpReply", "Response"} <= names
+    assert [c.__qualname__ for c in CLASSES if not _frozen(c)] == ["Response"]
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
@@ -74,6 +80,14 @@ def test_same_as_frozen_dataclass(cls):
         args = _sample(cls, salt)
         ours, theirs = cls(**args), ref(**args)
         assert repr(ours) == repr(theirs)
+        if not _frozen(cls):
+            assert ours.__hash__ is None and theirs.__hash__ is None
+            assert dataclasses.asdict(ours) == dataclasses.asdict(theirs)
+            assert dataclasses.replace(ours) == ours and dataclasses.replace(ours) is not ours
+            for f in dataclasses.fields(cls):  # assignable, as in the dataclass
+                setattr(ours, f.name, 1)
+                assert getattr(ours, f.name) == 1
+            continue
         assert hash(ours) == hash(theirs)
         assert ours == cls(**args) and not ours != cls(**args)
         assert ours != cls(**_sample(cls, salt + 10)) or all(
@@ -130,3 +144,52 @@ def test_every_init_argument_lands_in_its_own_field(cls):
     for name in names:
         assert getattr(by_keyword, name) is sentinels[name], name
         assert getattr(by_position, name) is sentinels[name], name
+
+
+def test_a_factory_default_is_a_new_object_each_time():
+    from devicegate.alb import Response
+
+    first, second = Response(200), Response(200)
+    assert first.headers == {} and first.headers is not second.headers
+    assert repr(record.FACTORY) == "<factory>"
+    given = {"x": "1"}
+    assert Response(200, headers=given).headers is given
+
+
+def test_mutable_default_is_refused_as_dataclass_refuses_it():
+    with pytest.raises(ValueError, match="mutable default"):
+        @record.frozen
+        class Listy:
+            a: list = []  # noqa: RUF012
+
+            def __init__(self, a: list = []):  # noqa: B006
+                pass
+
+
+def test_what_is_not_worked_out_here_goes_to_dataclass():
+    """A base with dataclass fields (or a ClassVar annotation) is left to dataclass's own field collection."""
+    @dataclasses.dataclass
+    class Base:
+        a: str
+
+    @record.frozen
+    class Child(Base):
+        b: str
+
+        def __init__(self, a: str, b: str):
+            self.__dict__.update(a=a, b=b)
+
+    assert [f.name for f in dataclasses.fields(Child)] == ["a", "b"]
+    assert Child.__doc__ == "Child(a: 'str', b: 'str')"
+    assert Child("x", "y") == Child("x", "y") and repr(Child("x", "y")).endswith("Child(a='x', b='y')")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Child("x", "y").b = "z"
+
+
+@pytest.mark.skipif(not hasattr(__import__("copy"), "replace"), reason="copy.replace is Python 3.13+")
+def test_copy_replace_as_for_a_dataclass():
+    import copy
+
+    from devicegate.alb import Response
+
+    assert copy.replace(Response(200, "a"), body="b") == Response(200, "b")
