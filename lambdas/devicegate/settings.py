@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from .record import frozen
+from .textcheck import DIGITS, only
 
 if TYPE_CHECKING:  # imported where a certificate or key is parsed: the webhook, the sync and
     # /healthz read settings but never parse one, and need not load cryptography at all
@@ -22,7 +22,11 @@ if TYPE_CHECKING:  # imported where a certificate or key is parsed: the webhook,
     from cryptography.hazmat.primitives.asymmetric import rsa
 
 MAX_CERT_VALIDITY_DAYS = 398
-_HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def _header_name(name: str) -> bool:
+    """``[a-z0-9][a-z0-9-]*``"""
+    return only(name, DIGITS + "abcdefghijklmnopqrstuvwxyz-") and name[0] != "-"
 
 
 class ConfigError(RuntimeError):
@@ -214,7 +218,7 @@ def cert_headers_from_env(env=None) -> dict[str, str]:
         ("DEVICEGATE_LEAF_HEADER", "leaf_header", "x-amzn-mtls-clientcert-leaf"),
     ):
         name = (env.get(key) or default).strip().lower()
-        if not _HEADER_NAME.fullmatch(name):
+        if not _header_name(name):
             raise ConfigError(key, f"{name!r} is not an HTTP header name", "use a header name such as x-ssl-client-serial")
         names[field_name] = name
     return {**names, "serial_format": _choice(env, "DEVICEGATE_SERIAL_FORMAT", "hex", ("hex", "decimal"))}
