@@ -15,20 +15,21 @@ import devicegate
 from devicegate import record
 
 
-def _frozen_classes():
+def _records(kind):
+    """The classes of the Lambdas' modules that record.py made: ``kind`` tells which."""
     found = []
     for info in pkgutil.walk_packages(devicegate.__path__, "devicegate."):
         if info.name.startswith(("devicegate.local", "devicegate.ops", "devicegate.cli", "devicegate.__main__")):
             continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
-            if (isinstance(value, type) and value.__module__ == module.__name__ and dataclasses.is_dataclass(value)
+            if (isinstance(value, type) and value.__module__ == module.__name__ and kind(value)
                     and getattr(value.__repr__, "__module__", None) == record.__name__):
                 found.append(value)
     return found
 
 
-CLASSES = _frozen_classes()
+CLASSES = _records(dataclasses.is_dataclass)
 
 
 def _frozen(cls) -> bool:
@@ -193,3 +194,71 @@ def test_copy_replace_as_for_a_dataclass():
     from devicegate.alb import Response
 
     assert copy.replace(Response(200, "a"), body="b") == Response(200, "b")
+
+
+NAMED_TUPLES = _records(lambda cls: issubclass(cls, tuple))
+
+
+def test_found_the_named_tuples():
+    assert {"ReplyTo", "PkiMessage", "OpenedEnvelope", "CertRep", "CsrFacts", "CertificateAuthority",
+            "SigningKey"} <= {c.__qualname__ for c in NAMED_TUPLES}
+
+
+@pytest.mark.parametrize("cls", NAMED_TUPLES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+def test_same_as_typing_named_tuple(cls):
+    import pickle
+    import types
+    import typing
+
+    annotations = dict(cls.__annotations__)
+    namespace = {"__annotations__": annotations, "__module__": cls.__module__, **cls._field_defaults}
+    if "__doc__" in vars(cls) and not vars(cls)["__doc__"].startswith(cls.__name__ + "("):
+        namespace["__doc__"] = vars(cls)["__doc__"]
+    ref = types.new_class(cls.__name__, (typing.NamedTuple,), exec_body=lambda ns: ns.update(namespace))
+    assert cls._fields == ref._fields and cls.__match_args__ == ref.__match_args__
+    assert cls._field_defaults == ref._field_defaults
+    # (typing turns the annotations into ForwardRefs; ours stay the strings they are written as)
+    assert [(p.name, p.default, p.kind) for p in inspect.signature(cls).parameters.values()] == [
+        (p.name, p.default, p.kind) for p in inspect.signature(ref).parameters.values()]
+    if "__doc__" not in namespace:
+        assert cls.__doc__ == ref.__doc__
+    values = [f"v-{name}" for name in cls._fields]
+    ours, theirs = cls(*values), ref(*values)
+    assert isinstance(ours, tuple) and ours == tuple(values) == theirs and hash(ours) == hash(theirs)
+    assert repr(ours) == repr(theirs) and ours._asdict() == theirs._asdict()
+    assert [getattr(ours, n) for n in cls._fields] == values
+    assert cls(**dict(zip(cls._fields, values))) == ours
+    assert ours._replace(**{cls._fields[0]: "x"}) == theirs._replace(**{cls._fields[0]: "x"})
+    assert type(ours._replace()) is cls and type(cls._make(values)) is cls
+    with pytest.raises(ValueError, match="unexpected field names"):
+        ours._replace(nope=1)
+    with pytest.raises(TypeError, match=f"Expected {len(values)} arguments"):
+        cls._make(values[:-1])
+    with pytest.raises(AttributeError):
+        setattr(ours, cls._fields[0], "y")
+    with pytest.raises(AttributeError):
+        ours.not_a_field = 1
+    assert pickle.loads(pickle.dumps(ours)) == ours
+    required = [n for n in cls._fields if n not in cls._field_defaults]
+    with pytest.raises(TypeError):
+        cls(*values[:len(required) - 1])
+
+
+def test_named_tuple_needs_a_matching_new():
+    with pytest.raises(TypeError, match="@named_tuple needs"):
+        @record.named_tuple
+        class Swapped(tuple):
+            __slots__ = ()
+            a: str
+            b: str
+
+            def __new__(cls, b: str, a: str):
+                return tuple.__new__(cls, (a, b))
+
+    with pytest.raises(TypeError, match="@named_tuple needs"):
+        @record.named_tuple
+        class NoSlots(tuple):
+            a: str
+
+            def __new__(cls, a: str):
+                return tuple.__new__(cls, (a,))

@@ -11,7 +11,7 @@ import hmac
 import logging
 import secrets
 from datetime import datetime, timedelta, timezone
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from asn1crypto import csr as asn1_csr
 from cryptography import x509
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .. import store as store_mod
+from ..record import named_tuple
 from . import protocol
 from .hostid import UUID_URI_PREFIX, canonical_uuid, host_uuid_of  # noqa: F401 - host_uuid_of: public here too
 from .protocol import FailInfo, MessageType, PkiStatus, Refusal
@@ -37,12 +38,18 @@ _SUBJECT_KEEP = (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZ
 _DIRECTORY_STRING_TYPES = ("printable_string", "utf8_string", "bmp_string")
 
 
-class CsrFacts(NamedTuple):
+@named_tuple
+class CsrFacts(tuple):
+    __slots__ = ()
     csr: x509.CertificateSigningRequest
     der: bytes
     host_uuid: str | None  # canonical upper-case, from the SAN URI (or the CN when allowed)
     challenge: str | None
     subject: x509.Name
+
+    def __new__(cls, csr: x509.CertificateSigningRequest, der: bytes, host_uuid: str | None, challenge: str | None,
+                subject: x509.Name):
+        return tuple.__new__(cls, (csr, der, host_uuid, challenge, subject))
 
 
 def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:

@@ -16,7 +16,6 @@ import hmac
 import os
 from enum import IntEnum
 from functools import lru_cache
-from typing import NamedTuple  # immutable records, at a fifth of a frozen dataclass's import cost
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
@@ -28,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..record import named_tuple  # immutable records without namedtuple's compile per import
 
 # SCEP attribute OIDs (RFC 8894 section 3.2.1 and 3.2.1.4.2).
 OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
@@ -84,13 +85,18 @@ class Refusal(Exception):
         self.reply_to: ReplyTo | None = None
 
 
-class ReplyTo(NamedTuple):
+@named_tuple
+class ReplyTo(tuple):
     """What every CertRep to a request must echo."""
 
+    __slots__ = ()
     transaction_id: core.Asn1Value  # the attribute value as received, echoed byte-for-byte
     transaction_id_key: str  # sha256 of its content octets: a bounded, stable storage key
     sender_nonce: bytes
     digest_name: str  # the request's digest when allowed, else SHA-256
+
+    def __new__(cls, transaction_id: core.Asn1Value, transaction_id_key: str, sender_nonce: bytes, digest_name: str):
+        return tuple.__new__(cls, (transaction_id, transaction_id_key, sender_nonce, digest_name))
 
 
 # Digest allow-list for every signature we verify or make. SHA-1 and MD5 are refused.
@@ -115,22 +121,32 @@ _RSA_SIG_NAMES = {"rsassa_pkcs1v15", "sha256_rsa", "sha384_rsa", "sha512_rsa"}
 _EC_SIG_NAMES = {"ecdsa", "sha256_ecdsa", "sha384_ecdsa", "sha512_ecdsa"}
 
 
-class PkiMessage(NamedTuple):
+@named_tuple
+class PkiMessage(tuple):
     """A pkiMessage whose outer signature has been verified."""
 
+    __slots__ = ()
     message_type: int
     reply_to: ReplyTo
     signer: x509.Certificate
     envelope: bytes | None  # the pkcsPKIEnvelope (ContentInfo of EnvelopedData), if any
+
+    def __new__(cls, message_type: int, reply_to: ReplyTo, signer: x509.Certificate, envelope: bytes | None):
+        return tuple.__new__(cls, (message_type, reply_to, signer, envelope))
 
     @property
     def signer_spki_sha256(self) -> str:
         return spki_sha256(self.signer.public_key())
 
 
-class OpenedEnvelope(NamedTuple):
+@named_tuple
+class OpenedEnvelope(tuple):
+    __slots__ = ()
     plaintext: bytes
     cipher_name: str
+
+    def __new__(cls, plaintext: bytes, cipher_name: str):
+        return tuple.__new__(cls, (plaintext, cipher_name))
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -819,7 +835,9 @@ def build_pki_message(
     return _sign(attrs, envelope, digest_name, signer_cert, signer_key), nonce
 
 
-class CertRep(NamedTuple):
+@named_tuple
+class CertRep(tuple):
+    __slots__ = ()
     status: PkiStatus
     fail_info: FailInfo | None
     fail_text: str | None
@@ -829,6 +847,12 @@ class CertRep(NamedTuple):
     certificates: list[x509.Certificate]
     signer: x509.Certificate
     cipher_name: str | None
+
+    def __new__(cls, status: PkiStatus, fail_info: FailInfo | None, fail_text: str | None, transaction_id: bytes,
+                recipient_nonce: bytes, sender_nonce: bytes, certificates: list[x509.Certificate],
+                signer: x509.Certificate, cipher_name: str | None):
+        return tuple.__new__(cls, (status, fail_info, fail_text, transaction_id, recipient_nonce, sender_nonce,
+                                   certificates, signer, cipher_name))
 
 
 def parse_cert_rep(
