@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -326,7 +326,7 @@ class Secrets:
     def __init__(self, client=None):
         self._client = client
         self._cache: dict[str, tuple[float, str]] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def _secrets_client(self):
         if self._client is None:

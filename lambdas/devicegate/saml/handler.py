@@ -9,16 +9,15 @@ storage is unreachable the answer is a 503 page (fail closed).
 from __future__ import annotations
 
 import base64
-import logging
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import alb, settings, telemetry
+from .. import alb, logs, settings, telemetry
 from ..memo import remember
 from ..compliance import decision as decision_mod
 from ..compliance.source import ComplianceSource, FleetSource, StoreSource
@@ -26,7 +25,7 @@ from ..scep import hostid
 from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
 from . import authn_request, metadata, pages, response
 
-log = logging.getLogger(__name__)
+log = logs.getLogger(__name__)
 
 PENDING_TTL = timedelta(minutes=10)
 EMAIL_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
@@ -47,7 +46,7 @@ class Idp:
         self.ca_cert, self.store, self.source, self.rules, self.clock = ca_cert, store, source, rules, clock
 
 
-_lock = threading.Lock()
+_lock = allocate_lock()
 _state: dict = {}
 
 

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
-import threading
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import alb, settings
+from .. import alb, logs, settings
 from ..store import Store
 from . import protocol
 from .authority import Authority
 
-log = logging.getLogger(__name__)
+log = logs.getLogger(__name__)
 
 CA_CAPS = ("POSTPKIOperation", "SHA-256", "AES", "SCEPStandard", "Renewal")
 _MAX_GET_MESSAGE_CHARS = (protocol.MAX_MESSAGE_BYTES * 4) // 3 + 1024  # base64 plus percent-escapes
-_lock = threading.Lock()
+_lock = allocate_lock()
 _state: dict = {}
 
 

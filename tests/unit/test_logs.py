@@ -1,0 +1,28 @@
+"""devicegate.logs: a module's logger is logging's logger of that name, reached on first use."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from devicegate import logs
+
+
+def test_stand_in_logs_to_the_named_logger(caplog):
+    log = logs.getLogger("devicegate.test_logs")
+    with caplog.at_level(logging.INFO, logger="devicegate.test_logs"):
+        log.info("hello %s", "there")
+        log.warning("careful")
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("devicegate.test_logs", "INFO", "hello there"), ("devicegate.test_logs", "WARNING", "careful")]
+    assert log.isEnabledFor(logging.CRITICAL) and log.name == "devicegate.test_logs"
+
+
+def test_handlers_import_without_logging_or_threading():
+    """What the stand-in and _thread.allocate_lock are for: a bare interpreter importing a
+    handler loads neither (the Lambda runtime has them loaded already)."""
+    code = ("import sys; import devicegate.scep.handler, devicegate.crl, devicegate.compliance.source; "
+            "print(sorted({'logging', 'threading'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
