@@ -22,7 +22,7 @@ def test_stand_in_logs_to_the_named_logger(caplog):
 def test_handlers_import_without_logging_or_threading():
     """What the stand-in and _thread.allocate_lock are for: a bare interpreter importing a
     handler loads neither (the Lambda runtime has them loaded already)."""
-    code = ("import sys; import devicegate.scep.handler, devicegate.crl, devicegate.compliance.source; "
+    code = ("import sys; import devicegate.scep.handler, devicegate.saml.handler, devicegate.crl; "
             "print(sorted({'logging', 'threading'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
