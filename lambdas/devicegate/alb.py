@@ -618,7 +618,8 @@ def _instant(text: str) -> list[int] | None:
 def _parse_validity(text: str) -> tuple[datetime, datetime]:
     before, after = len(_VALIDITY_BEFORE), len(_VALIDITY_BEFORE) + 20
     start = _instant(text[before:after]) if text.startswith(_VALIDITY_BEFORE) else None
-    end = _instant(text[after + len(_VALIDITY_AFTER):]) if text[after:after + len(_VALIDITY_AFTER)] == _VALIDITY_AFTER else None
+    separator = text[after:after + len(_VALIDITY_AFTER)]
+    end = _instant(text[after + len(_VALIDITY_AFTER):]) if separator == _VALIDITY_AFTER else None
     if start is None or end is None:
         raise MtlsHeaderError(f"validity header {text!r} is not NotBefore=...;NotAfter=...")
     # _instant fixed every field's digits; datetime() refuses what strptime would (month 13,

@@ -30,14 +30,15 @@ import http.client
 import json
 import os
 import random
-import re
 import select
 import ssl
-import threading
 import time
 import urllib.parse
 import zlib
+from _thread import _local  # threading.local itself, without importing threading
 from datetime import datetime, timezone
+
+from .textcheck import LOWER, only
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 3.0
@@ -53,10 +54,25 @@ _SERVICES = {
     "secretsmanager": ("secretsmanager", "secretsmanager", "secretsmanager", "application/x-amz-json-1.1",
                        "SECRETS_MANAGER"),
 }
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def _region_name(text: str) -> bool:
+    """``[a-z]{2}(-[a-z]+)+-\\d{1,2}`` (``\\d``: any Unicode decimal digit, as re has it)."""
+    parts = text.split("-")
+    return (len(parts) >= 3 and len(parts[0]) == 2 and all(only(p, LOWER) for p in parts[:-1])
+            and 1 <= len(parts[-1]) <= 2 and parts[-1].isdecimal())
+
+
 # Partitions whose regional endpoints we know; anything else is left to boto3.
 _PARTITION_SUFFIX = (("cn-", "amazonaws.com.cn"), ("us-gov-", "amazonaws.com"))
-_UNKNOWN_PARTITION = re.compile(r"(us|eu)-iso[a-z]*-")
+
+
+def _unknown_partition(region: str) -> bool:
+    """``re.match(r"(us|eu)-iso[a-z]*-", region)``: the ISO partitions."""
+    rest = region[6:].lstrip(LOWER)
+    return region[:6] in ("us-iso", "eu-iso") and rest.startswith("-")
+
+
 _THROTTLING = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
     "TooManyRequestsException", "ProvisionedThroughputExceededException", "TransactionInProgressException",
@@ -271,7 +287,9 @@ def _operation(name: str):
     def method(self, **params):
         return self.call(name, params)
 
-    method.__name__ = method.__qualname__ = re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+    # GetItem -> get_item
+    snake = "".join("_" + c if i and "A" <= c <= "Z" else c for i, c in enumerate(name)).lower()
+    method.__name__ = method.__qualname__ = snake
     return method
 
 
@@ -306,7 +324,7 @@ class Client:
                  backoff_base: float = BACKOFF_BASE, backoff_cap: float = BACKOFF_CAP, env=None):
         self.service = service
         self._signing_name, _, self._target_prefix, self._content_type, _ = _SERVICES[service]
-        if not _REGION.fullmatch(region):
+        if not _region_name(region):
             raise ValueError(f"{region!r} is not an AWS region name")
         self.region = region
         parts = urllib.parse.urlsplit(endpoint)
@@ -322,7 +340,7 @@ class Client:
         self.max_attempts = max(1, int(max_attempts))
         self.backoff_base, self.backoff_cap = float(backoff_base), float(backoff_cap)
         self._env = os.environ if env is None else env
-        self._local = threading.local()
+        self._local = _local()
         self._tls = _ssl_context() if parts.scheme == "https" else None
         self._decode = _decode_dynamodb if service == "dynamodb" else _decode_secretsmanager
         self.connections_opened = 0  # for measurements and tests
@@ -470,7 +488,7 @@ def endpoint_for(service: str, region: str, env=None, explicit: str | None = Non
         configured = env.get(f"AWS_ENDPOINT_URL_{_SERVICES[service][4]}") or env.get("AWS_ENDPOINT_URL")
         if configured:
             return configured
-    if _UNKNOWN_PARTITION.match(region):
+    if _unknown_partition(region):
         return None
     suffix = next((s for prefix, s in _PARTITION_SUFFIX if region.startswith(prefix)), "amazonaws.com")
     return f"https://{_SERVICES[service][1]}.{region}.{suffix}"
@@ -484,7 +502,7 @@ def lightweight(service: str, endpoint: str | None = None, env=None, **options) 
     if _truthy(env.get("AWS_USE_FIPS_ENDPOINT")) or _truthy(env.get("AWS_USE_DUALSTACK_ENDPOINT")):
         return None
     region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip()
-    if not _REGION.fullmatch(region):
+    if not _region_name(region):
         return None
     url = endpoint_for(service, region, env, endpoint)
     if url is None:

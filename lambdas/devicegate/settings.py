@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from .record import frozen, named_tuple
-from .textcheck import DIGITS, only
+from .textcheck import DIGITS, LOWER, only
 
 if TYPE_CHECKING:  # imported where a certificate or key is parsed: the webhook, the sync and
     # /healthz read settings but never parse one, and need not load cryptography at all
@@ -26,7 +26,7 @@ MAX_CERT_VALIDITY_DAYS = 398
 
 def _header_name(name: str) -> bool:
     """``[a-z0-9][a-z0-9-]*``"""
-    return only(name, DIGITS + "abcdefghijklmnopqrstuvwxyz-") and name[0] != "-"
+    return only(name, DIGITS + LOWER + "-") and name[0] != "-"
 
 
 class ConfigError(RuntimeError):

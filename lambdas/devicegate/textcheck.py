@@ -6,7 +6,8 @@ from __future__ import annotations
 
 DIGITS = "0123456789"
 HEX = DIGITS + "abcdefABCDEF"
-LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+LETTERS = LOWER + LOWER.upper()
 ALNUM = DIGITS + LETTERS
 
 

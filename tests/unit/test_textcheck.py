@@ -163,3 +163,24 @@ def test_every_character_xml_refuses_is_unprintable():
     """What lets response._checked skip the pattern for printable values, over all of Unicode."""
     not_xml = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
     assert not any(chr(c).isprintable() and not_xml.search(chr(c)) for c in range(0x110000))
+
+
+def test_aws_region_names_and_partitions():
+    from devicegate import awsjson
+
+    region = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+    iso = re.compile(r"(us|eu)-iso[a-z]*-")
+    extra = ("eu-west-1", "us-gov-west-1", "cn-north-1", "eu-west-12", "eu-west-123", "eu-west-", "eu--1", "e-west-1",
+             "eu-west-\u0661", "eu-west-1\n", "us-isob-east-1", "us-iso-east-1", "eu-isoe-west-1", "us-iso1-x", "us-iso")
+    strings = list(_strings(15, alphabet="euswt-1\u06612A\n", longest=14, extra=extra))
+    _same(region.fullmatch, awsjson._region_name, strings)
+    _same(iso.match, awsjson._unknown_partition, strings + [p + s for p in ("us-iso", "eu-iso") for s in strings])
+
+
+def test_operation_method_names():
+    from devicegate import awsjson
+
+    pattern = re.compile(r"(?<!^)([A-Z])")
+    for name in ("GetItem", "BatchGetItem", "TransactWriteItems", "GetSecretValue", "Query", "X"):
+        assert awsjson._operation(name).__name__ == pattern.sub(r"_\1", name).lower()
+    assert awsjson.Client.batch_get_item.__name__ == "batch_get_item"
