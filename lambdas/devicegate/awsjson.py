@@ -26,18 +26,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import random
 import select
-import ssl
+import ssl  # at import, as before: the real endpoints are https (a local moto is not)
 import time
 import urllib.parse
 import zlib
 from _thread import _local  # threading.local itself, without importing threading
 from datetime import datetime, timezone
 
+from . import http11
 from .textcheck import LOWER, only
 
 CONNECT_TIMEOUT = 2.0
@@ -293,29 +293,6 @@ def _operation(name: str):
     return method
 
 
-class _OneWrite:
-    """http.client sends a request's headers and its body in two writes (two TLS records, two
-    segments, and on loopback two wake-ups of the server); these requests are small, so they
-    leave in one. Anything else (no body, chunked) goes http.client's own way."""
-
-    def _send_output(self, message_body=None, encode_chunked=False):
-        lines = getattr(self, "_buffer", None)
-        if isinstance(message_body, bytes) and not encode_chunked and lines:
-            data = b"\r\n".join([*lines, b"", b""]) + message_body  # the headers' blank line, then the body
-            del lines[:]
-            self.send(data)
-            return
-        super()._send_output(message_body, encode_chunked)
-
-
-class _OneWriteHTTP(_OneWrite, http.client.HTTPConnection):
-    pass
-
-
-class _OneWriteHTTPS(_OneWrite, http.client.HTTPSConnection):
-    pass
-
-
 class Client:
     """One service's JSON API. Thread-safe: each thread keeps its own keep-alive connection."""
 
@@ -347,7 +324,7 @@ class Client:
 
     # ------------------------------------------------------------------ transport
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> http11.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is not None and conn.sock is not None:
             # an idle keep-alive socket that is readable was closed by the server (or holds junk);
@@ -357,10 +334,7 @@ class Client:
             if not idle.poll(0):
                 return conn
         self._drop(conn)
-        if self._tls is not None:
-            conn = _OneWriteHTTPS(self._hostname, self._port, timeout=self.connect_timeout, context=self._tls)
-        else:
-            conn = _OneWriteHTTP(self._hostname, self._port, timeout=self.connect_timeout)
+        conn = http11.Connection(self._hostname, self._port, tls=self._tls, timeout=self.connect_timeout)
         conn.connect()
         conn.sock.settimeout(self.read_timeout)
         self.connections_opened += 1
@@ -379,13 +353,10 @@ class Client:
         conn = None
         try:
             conn = self._connection()
-            conn.request("POST", self._path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            response_headers = {k.lower(): v for k, v in response.getheaders()}
-            if response.will_close:
+            status, response_headers, data, will_close = conn.request("POST", self._path, headers, body)
+            if will_close:
                 self._drop(conn)
-            return response.status, response_headers, data
+            return status, {k.lower(): v for k, v in response_headers}, data  # a repeated header: the last
         except BaseException:
             self._drop(conn)
             raise
@@ -414,7 +385,7 @@ class Client:
             headers = sign("POST", self._url, base, body, access_key=key, secret_key=secret, region=self.region,
                            service=self._signing_name, amz_date=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                            session_token=token)
-            headers["Accept-Encoding"] = "identity"  # unsigned, as botocore leaves it (http.client adds it)
+            headers["Accept-Encoding"] = "identity"  # unsigned, as botocore leaves it (and http.client sent it)
             try:
                 status, response_headers, data = self._send(headers, body)
                 result = self._result(operation, status, response_headers, data)
@@ -422,7 +393,7 @@ class Client:
                 if attempt + 1 >= self.max_attempts or not (
                         exc.code in _THROTTLING or exc.code in _TRANSIENT or exc.status in _RETRY_STATUS):
                     raise
-            except (OSError, http.client.HTTPException, TransportError) as exc:
+            except (OSError, http11.BadResponse, TransportError) as exc:
                 if attempt + 1 >= self.max_attempts:
                     if isinstance(exc, TransportError):
                         raise
