@@ -79,9 +79,12 @@ class Connection:
 
     def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list, bytes, bool]:
         """Send one request; return (status, [(name, value)...], body, will_close)."""
+        if any(c <= " " or c == "\x7f" for c in method + path):  # as http.client refuses them
+            raise ValueError(f"invalid request line {method!r} {path!r}")
         lines = [f"{method} {path} HTTP/1.1", f"Content-Length: {len(body)}"]
         for name, value in headers.items():
-            if "\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name:
+            if ("\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name
+                    or name.lower() in ("content-length", "transfer-encoding")):  # the framing is ours
                 raise ValueError(f"invalid request header {name!r}")
             lines.append(f"{name}: {value}")
         self.send("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)  # headers and body in one write

@@ -104,9 +104,13 @@ def test_the_request_is_one_well_formed_write(serve):
 def test_a_header_that_would_split_the_request_is_refused(serve):
     conn = serve().connection()
     try:
-        for name, value in (("X-A", "1\r\nX-B: 2"), ("X-A\n", "1"), ("X:A", "1")):
+        for name, value in (("X-A", "1\r\nX-B: 2"), ("X-A\n", "1"), ("X:A", "1"), ("content-length", "1"),
+                            ("Transfer-Encoding", "chunked")):
             with pytest.raises(ValueError, match="invalid request header"):
                 conn.request("POST", "/", {name: value}, b"")
+        for path in ("/a b", "/a\r\nX: y", "/\x00", "/\x7f"):
+            with pytest.raises(ValueError, match="invalid request line"):
+                conn.request("POST", path, {}, b"")
     finally:
         conn.close()
 

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
 from .. import alb
-from ..textcheck import ALNUM, HEX, only
 from ..compliance.decision import BLOCK, UNKNOWN, Decision, PolicyResult, Reason
+from ..textcheck import ALNUM, HEX, only
 
 __all__ = [
     "CSS",
@@ -156,6 +156,7 @@ _ICON = (
 )
 
 # ----------------------------------------------------------------------------- escaping
+
 
 def _clean(value: object) -> str:
     # A lone surrogate (JSON from Fleet can carry one) cannot be encoded as UTF-8; it would
