@@ -12,6 +12,7 @@ import base64
 import time
 from _thread import allocate_lock  # threading.Lock itself, without importing threading
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -20,10 +21,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .. import alb, logs, settings, telemetry
 from ..memo import remember
 from ..compliance import decision as decision_mod
-from ..compliance.source import ComplianceSource, FleetSource, StoreSource
 from ..scep import hostid
 from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
-from . import authn_request, metadata, pages, response
+from . import authn_request, pages, response
+
+if TYPE_CHECKING:
+    from ..compliance.source import ComplianceSource
 
 log = logs.getLogger(__name__)
 
@@ -55,6 +58,10 @@ def _idp() -> Idp:
         if "idp" in _state and time.monotonic() - _state["key_checked"] > _state["key_refresh"]:
             _refresh_signing_key(_state["idp"])
         if "idp" not in _state:
+            # Needed by the set-up only (and the rare metadata fetch): imported here, not with the handler.
+            from ..compliance.source import FleetSource, StoreSource
+            from . import metadata
+
             config = settings.load_idp()
             secrets_client = settings.Secrets()
             ca_cert = settings.parse_ca_certificate(config.ca_secret_id, secrets_client.get(config.ca_secret_id, ttl=float("inf")))
@@ -106,6 +113,8 @@ def _refresh_signing_key(idp: Idp) -> None:
     except Exception as exc:  # noqa: BLE001 - keep signing with the key we have; say why
         log.error("re-reading the IdP signing key failed, keeping the current one: %s", exc)
         return
+    from . import metadata
+
     idp.signer = response.Signer(key=key.private_key, cert_pem=key.certificate_pem)
     idp.metadata_xml = metadata.build_metadata(entity_id=idp.config.entity_id, sso_url=idp.config.sso_url,
                                                signing_certs=key.metadata_certificates())
@@ -139,6 +148,8 @@ def handle(request: alb.Request) -> alb.Response:
         if request.path == "/saml/metadata":
             if request.method not in ("GET", "HEAD"):
                 return pages.bad_request("metadata is fetched with GET")
+            from . import metadata
+
             return alb.Response(200, idp.metadata_xml, content_type=metadata.CONTENT_TYPE,
                                 headers={"cache-control": "public, max-age=300"})
         if request.path == "/saml/sso":
