@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import alb, logs, settings, telemetry
+from .. import alb, logs, telemetry
 from ..memo import remember
 from ..compliance import decision as decision_mod
 from ..scep import hostid
@@ -26,6 +26,7 @@ from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
 from . import authn_request, pages, response
 
 if TYPE_CHECKING:
+    from .. import settings
     from ..compliance.source import ComplianceSource
 
 log = logs.getLogger(__name__)
@@ -59,6 +60,7 @@ def _idp() -> Idp:
             _refresh_signing_key(_state["idp"])
         if "idp" not in _state:
             # Needed by the set-up only (and the rare metadata fetch): imported here, not with the handler.
+            from .. import settings
             from ..compliance.source import FleetSource, StoreSource
             from . import metadata
 
@@ -103,6 +105,9 @@ def _idp() -> Idp:
 
 def _refresh_signing_key(idp: Idp) -> None:
     """Re-read the signing-key secret; when it changed, sign and publish with the new value."""
+    from .. import settings
+    from . import metadata
+
     _state["key_checked"] = time.monotonic()
     secret_id = idp.config.idp_key_secret_id
     try:
@@ -113,8 +118,6 @@ def _refresh_signing_key(idp: Idp) -> None:
     except Exception as exc:  # noqa: BLE001 - keep signing with the key we have; say why
         log.error("re-reading the IdP signing key failed, keeping the current one: %s", exc)
         return
-    from . import metadata
-
     idp.signer = response.Signer(key=key.private_key, cert_pem=key.certificate_pem)
     idp.metadata_xml = metadata.build_metadata(entity_id=idp.config.entity_id, sso_url=idp.config.sso_url,
                                                signing_certs=key.metadata_certificates())
@@ -124,6 +127,8 @@ def _refresh_signing_key(idp: Idp) -> None:
 
 
 def reset() -> None:
+    from .. import settings
+
     with _lock:
         _state.clear()
         _issued_by_ca.clear()
@@ -136,6 +141,8 @@ def lambda_handler(event, context):
 
 
 def handle(request: alb.Request) -> alb.Response:
+    from .. import settings  # loaded by the first request's set-up; here for ConfigError
+
     try:
         idp = _idp()
     except settings.ConfigError as exc:

@@ -13,7 +13,7 @@ from _thread import allocate_lock  # threading.Lock itself, without importing th
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import alb, logs, settings
+from .. import alb, logs
 from ..store import Store
 from . import protocol
 from .authority import Authority
@@ -29,6 +29,8 @@ _state: dict = {}
 def _authority() -> tuple[Authority, bytes]:
     with _lock:
         if "authority" not in _state:
+            from .. import settings  # the set-up's: environment, secrets, keys (not needed to import)
+
             config = settings.load()
             secrets = settings.Secrets()
             ca = settings.parse_ca_secret(config.ca_secret_id, secrets.get(config.ca_secret_id, ttl=float("inf")))
@@ -50,6 +52,8 @@ def _authority() -> tuple[Authority, bytes]:
 
 def reset() -> None:
     """Forget the cached authority (tests, and the local stack after it rewrites settings)."""
+    from .. import settings
+
     with _lock:
         _state.clear()
     settings.load.cache_clear()
@@ -61,6 +65,8 @@ def lambda_handler(event, context):
 
 
 def handle(request: alb.Request) -> alb.Response:
+    from .. import settings  # loaded by the first request's set-up; here for ConfigError
+
     try:
         return _dispatch(request)
     except settings.ConfigError as exc:
