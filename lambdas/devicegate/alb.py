@@ -42,14 +42,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from .memo import remember
-from .record import frozen
+from .record import FACTORY, frozen, mutable
+from .textcheck import ALNUM, DIGITS, HEX, only
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -58,8 +58,7 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 1024 * 1024
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token (methods, header names)
-_BAD_HEADER_VALUE = re.compile(r"[\r\n\x00]")
+_TOKEN = "!#$%&'*+-.^_`|~" + ALNUM  # RFC 9110 token characters (methods, header names)
 
 # What ALB sends to the Lambda as plain text (docs list); everything else is base64.
 _ALB_TEXT_REQUEST_TYPES = frozenset({"application/json", "application/javascript", "application/xml"})
@@ -144,7 +143,7 @@ class Request:
         method = event.get("httpMethod")
         if method is None:
             method = "GET"
-        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+        if not isinstance(method, str) or not only(method, _TOKEN):
             raise BadEvent("httpMethod is not an HTTP method token")
         path = event.get("path")
         if path is None:
@@ -278,12 +277,19 @@ def serve(event: Any, handle, on_bad_event=None) -> dict:
 # -------------------------------------------------------------------------- responses
 
 
-@dataclass
+@mutable
 class Response:
     status: int
     body: bytes | str = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str | list[str]] = field(default_factory=dict)
+
+    def __init__(self, status: int, body: bytes | str = b"", content_type: str = "text/plain; charset=utf-8",
+                 headers: dict[str, str | list[str]] = FACTORY):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = {} if headers is FACTORY else headers
 
     @classmethod
     def text(cls, status: int, text: str, headers: dict[str, str | list[str]] | None = None) -> Response:
@@ -363,10 +369,10 @@ def _status_description(status: int) -> str:
 
 
 def _check_header(name: Any, values: list[Any]) -> None:
-    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+    if not isinstance(name, str) or not only(name, _TOKEN):
         raise ValueError(f"invalid header name {name!r}")
     for value in values:
-        if not isinstance(value, str) or _BAD_HEADER_VALUE.search(value):
+        if not isinstance(value, str) or ("\r" in value or "\n" in value or "\x00" in value):
             raise ValueError(f"invalid value for header {name!r}")  # no header injection
 
 
@@ -485,13 +491,10 @@ MTLS_HEADERS = (SERIAL_HEADER, ISSUER_HEADER, SUBJECT_HEADER, VALIDITY_HEADER, L
 MAX_LEAF_CHARS = 16 * 1024  # a URL-encoded RSA-4096 leaf is ~2.5 KB; ALB caps headers at 64 KB
 _MAX_HEADER_CHARS = 4096
 _MAX_SERIAL_DIGITS = {"hex": 64, "decimal": 80}  # RFC 5280 allows 20 octets; leave slack
-_HEX_SERIAL = re.compile(r"[0-9A-Fa-f]+(?::[0-9A-Fa-f]+)*")
-_DEC_SERIAL = re.compile(r"[0-9]+")
-_INSTANT = r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z"
-_VALIDITY = re.compile(rf"NotBefore={_INSTANT};NotAfter={_INSTANT}")
+_VALIDITY_BEFORE, _VALIDITY_AFTER = "NotBefore=", ";NotAfter="  # NotBefore=<instant>;NotAfter=<instant>
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 _PEM_END = "-----END CERTIFICATE-----"
-_BASE64_DER = re.compile(r"MI[A-Za-z0-9+/]+={0,2}")  # a DER SEQUENCE (0x30 0x8x ...) in base64
+_BASE64 = ALNUM + "+/"
 
 
 @frozen
@@ -607,8 +610,8 @@ def _one_header(request: Request, name: str, limit: int = _MAX_HEADER_CHARS) -> 
 
 
 def _parse_serial(text: str, serial_format: str) -> int:
-    pattern = _HEX_SERIAL if serial_format == "hex" else _DEC_SERIAL
-    if not pattern.fullmatch(text):
+    # hex: [0-9A-Fa-f]+(:[0-9A-Fa-f]+)*, decimal: [0-9]+
+    if not (all(only(part, HEX) for part in text.split(":")) if serial_format == "hex" else only(text, DIGITS)):
         raise MtlsHeaderError(f"serial number {text!r} is not {serial_format}")
     digits = text.replace(":", "")
     if len(digits) > _MAX_SERIAL_DIGITS[serial_format]:
@@ -616,17 +619,34 @@ def _parse_serial(text: str, serial_format: str) -> int:
     return int(digits, 16 if serial_format == "hex" else 10)
 
 
+def _instant(text: str) -> list[int] | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (ASCII digits, exactly so many) as its six numbers, else None."""
+    if len(text) != 20 or text[4] + text[7] + text[10] + text[13] + text[16] + text[19] != "--T::Z":
+        return None
+    groups = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    return [int(g) for g in groups] if all(only(g, DIGITS) for g in groups) else None
+
+
 def _parse_validity(text: str) -> tuple[datetime, datetime]:
-    match = _VALIDITY.fullmatch(text)
-    if not match:
+    before, after = len(_VALIDITY_BEFORE), len(_VALIDITY_BEFORE) + 20
+    start = _instant(text[before:after]) if text.startswith(_VALIDITY_BEFORE) else None
+    separator = text[after:after + len(_VALIDITY_AFTER)]
+    end = _instant(text[after + len(_VALIDITY_AFTER):]) if separator == _VALIDITY_AFTER else None
+    if start is None or end is None:
         raise MtlsHeaderError(f"validity header {text!r} is not NotBefore=...;NotAfter=...")
-    # The pattern fixed every field's digits; datetime() refuses what strptime would (month 13,
+    # _instant fixed every field's digits; datetime() refuses what strptime would (month 13,
     # February 30, hour 24, second 60), without strptime's per-call format parsing.
-    fields = [int(g) for g in match.groups()]
+    fields = start + end
     try:
         return (datetime(*fields[:6], tzinfo=timezone.utc), datetime(*fields[6:], tzinfo=timezone.utc))
     except ValueError as exc:
         raise MtlsHeaderError(f"validity header has an impossible date: {exc}") from None
+
+
+def _base64_der(text: str) -> bool:
+    """``MI[A-Za-z0-9+/]+={0,2}``: a DER SEQUENCE (0x30 0x8x ...) in base64."""
+    body = text[2:].rstrip("=")
+    return text.startswith("MI") and len(text) - 2 - len(body) <= 2 and only(body, _BASE64)
 
 
 def _unquote_leaf(text: str) -> str:
@@ -669,7 +689,7 @@ def _parse_leaf(text: str) -> tuple[x509.Certificate, bytes | None]:
     pem = pem.strip()
     from cryptography import x509
 
-    if _BASE64_DER.fullmatch(pem):
+    if _base64_der(pem):
         # Caddy cannot put a multi-line PEM in a header; it sends the DER in base64
         # ({http.request.tls.client.certificate_der_base64}), which no PEM or URL-encoded PEM can match.
         try:

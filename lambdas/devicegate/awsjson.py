@@ -26,18 +26,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import random
-import re
 import select
-import ssl
-import threading
+import ssl  # at import, as before: the real endpoints are https (a local moto is not)
 import time
 import urllib.parse
 import zlib
+from _thread import _local  # threading.local itself, without importing threading
 from datetime import datetime, timezone
+
+from . import http11
+from .textcheck import LOWER, only
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 3.0
@@ -53,10 +54,25 @@ _SERVICES = {
     "secretsmanager": ("secretsmanager", "secretsmanager", "secretsmanager", "application/x-amz-json-1.1",
                        "SECRETS_MANAGER"),
 }
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def _region_name(text: str) -> bool:
+    """``[a-z]{2}(-[a-z]+)+-\\d{1,2}`` (``\\d``: any Unicode decimal digit, as re has it)."""
+    parts = text.split("-")
+    return (len(parts) >= 3 and len(parts[0]) == 2 and all(only(p, LOWER) for p in parts[:-1])
+            and 1 <= len(parts[-1]) <= 2 and parts[-1].isdecimal())
+
+
 # Partitions whose regional endpoints we know; anything else is left to boto3.
 _PARTITION_SUFFIX = (("cn-", "amazonaws.com.cn"), ("us-gov-", "amazonaws.com"))
-_UNKNOWN_PARTITION = re.compile(r"(us|eu)-iso[a-z]*-")
+
+
+def _unknown_partition(region: str) -> bool:
+    """``re.match(r"(us|eu)-iso[a-z]*-", region)``: the ISO partitions."""
+    rest = region[6:].lstrip(LOWER)
+    return region[:6] in ("us-iso", "eu-iso") and rest.startswith("-")
+
+
 _THROTTLING = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
     "TooManyRequestsException", "ProvisionedThroughputExceededException", "TransactionInProgressException",
@@ -271,31 +287,10 @@ def _operation(name: str):
     def method(self, **params):
         return self.call(name, params)
 
-    method.__name__ = method.__qualname__ = re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+    # GetItem -> get_item
+    snake = "".join("_" + c if i and "A" <= c <= "Z" else c for i, c in enumerate(name)).lower()
+    method.__name__ = method.__qualname__ = snake
     return method
-
-
-class _OneWrite:
-    """http.client sends a request's headers and its body in two writes (two TLS records, two
-    segments, and on loopback two wake-ups of the server); these requests are small, so they
-    leave in one. Anything else (no body, chunked) goes http.client's own way."""
-
-    def _send_output(self, message_body=None, encode_chunked=False):
-        lines = getattr(self, "_buffer", None)
-        if isinstance(message_body, bytes) and not encode_chunked and lines:
-            data = b"\r\n".join([*lines, b"", b""]) + message_body  # the headers' blank line, then the body
-            del lines[:]
-            self.send(data)
-            return
-        super()._send_output(message_body, encode_chunked)
-
-
-class _OneWriteHTTP(_OneWrite, http.client.HTTPConnection):
-    pass
-
-
-class _OneWriteHTTPS(_OneWrite, http.client.HTTPSConnection):
-    pass
 
 
 class Client:
@@ -306,7 +301,7 @@ class Client:
                  backoff_base: float = BACKOFF_BASE, backoff_cap: float = BACKOFF_CAP, env=None):
         self.service = service
         self._signing_name, _, self._target_prefix, self._content_type, _ = _SERVICES[service]
-        if not _REGION.fullmatch(region):
+        if not _region_name(region):
             raise ValueError(f"{region!r} is not an AWS region name")
         self.region = region
         parts = urllib.parse.urlsplit(endpoint)
@@ -322,14 +317,14 @@ class Client:
         self.max_attempts = max(1, int(max_attempts))
         self.backoff_base, self.backoff_cap = float(backoff_base), float(backoff_cap)
         self._env = os.environ if env is None else env
-        self._local = threading.local()
+        self._local = _local()
         self._tls = _ssl_context() if parts.scheme == "https" else None
         self._decode = _decode_dynamodb if service == "dynamodb" else _decode_secretsmanager
         self.connections_opened = 0  # for measurements and tests
 
     # ------------------------------------------------------------------ transport
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> http11.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is not None and conn.sock is not None:
             # an idle keep-alive socket that is readable was closed by the server (or holds junk);
@@ -339,10 +334,7 @@ class Client:
             if not idle.poll(0):
                 return conn
         self._drop(conn)
-        if self._tls is not None:
-            conn = _OneWriteHTTPS(self._hostname, self._port, timeout=self.connect_timeout, context=self._tls)
-        else:
-            conn = _OneWriteHTTP(self._hostname, self._port, timeout=self.connect_timeout)
+        conn = http11.Connection(self._hostname, self._port, tls=self._tls, timeout=self.connect_timeout)
         conn.connect()
         conn.sock.settimeout(self.read_timeout)
         self.connections_opened += 1
@@ -361,13 +353,10 @@ class Client:
         conn = None
         try:
             conn = self._connection()
-            conn.request("POST", self._path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            response_headers = {k.lower(): v for k, v in response.getheaders()}
-            if response.will_close:
+            status, response_headers, data, will_close = conn.request("POST", self._path, headers, body)
+            if will_close:
                 self._drop(conn)
-            return response.status, response_headers, data
+            return status, {k.lower(): v for k, v in response_headers}, data  # a repeated header: the last
         except BaseException:
             self._drop(conn)
             raise
@@ -396,7 +385,7 @@ class Client:
             headers = sign("POST", self._url, base, body, access_key=key, secret_key=secret, region=self.region,
                            service=self._signing_name, amz_date=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                            session_token=token)
-            headers["Accept-Encoding"] = "identity"  # unsigned, as botocore leaves it (http.client adds it)
+            headers["Accept-Encoding"] = "identity"  # unsigned, as botocore leaves it (and http.client sent it)
             try:
                 status, response_headers, data = self._send(headers, body)
                 result = self._result(operation, status, response_headers, data)
@@ -404,7 +393,7 @@ class Client:
                 if attempt + 1 >= self.max_attempts or not (
                         exc.code in _THROTTLING or exc.code in _TRANSIENT or exc.status in _RETRY_STATUS):
                     raise
-            except (OSError, http.client.HTTPException, TransportError) as exc:
+            except (OSError, http11.BadResponse, TransportError) as exc:
                 if attempt + 1 >= self.max_attempts:
                     if isinstance(exc, TransportError):
                         raise
@@ -470,7 +459,7 @@ def endpoint_for(service: str, region: str, env=None, explicit: str | None = Non
         configured = env.get(f"AWS_ENDPOINT_URL_{_SERVICES[service][4]}") or env.get("AWS_ENDPOINT_URL")
         if configured:
             return configured
-    if _UNKNOWN_PARTITION.match(region):
+    if _unknown_partition(region):
         return None
     suffix = next((s for prefix, s in _PARTITION_SUFFIX if region.startswith(prefix)), "amazonaws.com")
     return f"https://{_SERVICES[service][1]}.{region}.{suffix}"
@@ -484,7 +473,7 @@ def lightweight(service: str, endpoint: str | None = None, env=None, **options) 
     if _truthy(env.get("AWS_USE_FIPS_ENDPOINT")) or _truthy(env.get("AWS_USE_DUALSTACK_ENDPOINT")):
         return None
     region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip()
-    if not _REGION.fullmatch(region):
+    if not _region_name(region):
         return None
     url = endpoint_for(service, region, env, endpoint)
     if url is None:

@@ -7,14 +7,10 @@ the table, writes it to S3 (DER and PEM) and replaces the ALB trust store's revo
 
 from __future__ import annotations
 
-import json
-import logging
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-
-log = logging.getLogger(__name__)
 
 NEXT_UPDATE = timedelta(days=7)  # published daily; a week of slack before clients see it stale
 CRL_KEY = "crl/devicegate.crl"
@@ -57,6 +53,8 @@ def crl_files(crl: x509.CertificateRevocationList) -> dict[str, bytes]:
 
 def lambda_handler(event, context):
     """Scheduled daily, and invoked after a revocation (aws lambda invoke; locally `devicegate local crl publish`)."""
+    import json  # json, logging, os: only the (daily) publication needs them, not the import
+    import logging
     import os
 
     import boto3
@@ -92,5 +90,5 @@ def lambda_handler(event, context):
         replaced = ids
     result = {"revoked": len(revoked), "crl_number": int(now.timestamp()), "versions": versions,
               "replaced_revocation_ids": replaced}
-    log.info(json.dumps({"event": "crl_published", **result}))
+    logging.getLogger(__name__).info(json.dumps({"event": "crl_published", **result}))
     return result

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-from .record import frozen
+from .record import frozen, named_tuple
+from .textcheck import DIGITS, LOWER, only
 
 if TYPE_CHECKING:  # imported where a certificate or key is parsed: the webhook, the sync and
     # /healthz read settings but never parse one, and need not load cryptography at all
@@ -22,7 +22,11 @@ if TYPE_CHECKING:  # imported where a certificate or key is parsed: the webhook,
     from cryptography.hazmat.primitives.asymmetric import rsa
 
 MAX_CERT_VALIDITY_DAYS = 398
-_HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def _header_name(name: str) -> bool:
+    """``[a-z0-9][a-z0-9-]*``"""
+    return only(name, DIGITS + LOWER + "-") and name[0] != "-"
 
 
 class ConfigError(RuntimeError):
@@ -214,7 +218,7 @@ def cert_headers_from_env(env=None) -> dict[str, str]:
         ("DEVICEGATE_LEAF_HEADER", "leaf_header", "x-amzn-mtls-clientcert-leaf"),
     ):
         name = (env.get(key) or default).strip().lower()
-        if not _HEADER_NAME.fullmatch(name):
+        if not _header_name(name):
             raise ConfigError(key, f"{name!r} is not an HTTP header name", "use a header name such as x-ssl-client-serial")
         names[field_name] = name
     return {**names, "serial_format": _choice(env, "DEVICEGATE_SERIAL_FORMAT", "hex", ("hex", "decimal"))}
@@ -322,7 +326,7 @@ class Secrets:
     def __init__(self, client=None):
         self._client = client
         self._cache: dict[str, tuple[float, str]] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def _secrets_client(self):
         if self._client is None:
@@ -343,16 +347,27 @@ class Secrets:
         return value
 
 
-class CertificateAuthority(NamedTuple):  # not a dataclass: a fifth of the import cost
+@named_tuple
+class CertificateAuthority(tuple):
+    __slots__ = ()
     certificate: x509.Certificate
     private_key: rsa.RSAPrivateKey
 
+    def __new__(cls, certificate: x509.Certificate, private_key: rsa.RSAPrivateKey):
+        return tuple.__new__(cls, (certificate, private_key))
 
-class SigningKey(NamedTuple):  # not a dataclass: a fifth of the import cost
+
+@named_tuple
+class SigningKey(tuple):
+    __slots__ = ()
     certificate_pem: str
     private_key: rsa.RSAPrivateKey
     next_certificate_pem: str | None = None  # published in metadata during a rotation
     previous_certificate_pem: str | None = None  # still published for a while after one
+
+    def __new__(cls, certificate_pem: str, private_key: rsa.RSAPrivateKey, next_certificate_pem: str | None = None,
+                previous_certificate_pem: str | None = None):
+        return tuple.__new__(cls, (certificate_pem, private_key, next_certificate_pem, previous_certificate_pem))
 
     def metadata_certificates(self) -> list[str]:
         """Current first, then next and previous (a verifier may hold either during a rollover)."""

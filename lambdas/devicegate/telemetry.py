@@ -13,18 +13,19 @@ local stack adds a sink that appends every record to ``<state>/audit.jsonl``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 from typing import Callable
+
+from . import logs
 
 NAMESPACE = "devicegate"
 
-log = logging.getLogger("devicegate.telemetry")
+log = logs.getLogger("devicegate.telemetry")
 _sinks: list[Callable[[str], None]] = []
-_lock = threading.Lock()
+_lock = allocate_lock()
 
 
 def add_sink(sink: Callable[[str], None]) -> None:
@@ -96,7 +97,7 @@ class FileSink:
 
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def __call__(self, line: str) -> None:
         data = (line + "\n").encode("ascii")

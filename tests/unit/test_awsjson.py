@@ -6,7 +6,6 @@ keep-alive, TLS verification and boto3 fallback of the client."""
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import json
 import ssl
 import threading
@@ -21,7 +20,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from devicegate import awsjson
+from devicegate import awsjson, http11
 from devicegate import store as store_mod
 
 KEY = "AKIDEXAMPLE"
@@ -412,8 +411,8 @@ def test_a_request_leaves_in_one_write(endpoint, monkeypatch):
     """Headers and body in one send (one segment, one TLS record); the endpoint still reads
     them as one well-formed request, and keep-alive goes on."""
     sends = []
-    real_send = http.client.HTTPConnection.send
-    monkeypatch.setattr(http.client.HTTPConnection, "send", lambda self, data: (sends.append(data), real_send(self, data))[1])
+    real_send = http11.Connection.send
+    monkeypatch.setattr(http11.Connection, "send", lambda self, data: (sends.append(data), real_send(self, data))[1])
     c = client(endpoint)
     for n in (1, 2):
         c.put_item(TableName="t", Item={"pk": {"S": "x" * 3000 * n}})

@@ -238,6 +238,7 @@ def test_misconfiguration_is_a_503_naming_nothing_secret(monkeypatch):
     handler.reset()
     result = handler.lambda_handler({"httpMethod": "GET", "path": "/saml/metadata", "multiValueHeaders": {}}, None)
     assert result["statusCode"] == 503
+    assert "misconfigured" in result["body"] and "starting up" not in result["body"]  # the ConfigError answer
     handler.reset()
 
 

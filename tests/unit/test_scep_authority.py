@@ -429,3 +429,14 @@ def test_serials_are_random_and_large():
     serials = {random_serial() for _ in range(1000)}
     assert len(serials) == 1000
     assert all(s.bit_length() == 159 for s in serials)
+
+
+def test_random_serial_is_159_bits_of_which_158_random(monkeypatch):
+    from devicegate.scep import authority as authority_mod
+
+    serials = {authority_mod.random_serial() for _ in range(200)}
+    assert len(serials) == 200 and {s.bit_length() for s in serials} == {159}
+    monkeypatch.setattr(authority_mod.os, "urandom", lambda n: b"\xff" * n)
+    assert authority_mod.random_serial() == (1 << 159) - 1
+    monkeypatch.setattr(authority_mod.os, "urandom", lambda n: b"\x00" * n)
+    assert authority_mod.random_serial() == 1 << 158

@@ -11,16 +11,21 @@
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 
-log = logging.getLogger(__name__)
+from .. import logs
+from ..record import FACTORY, frozen
+
+log = logs.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@frozen
 class Enforcement:
     mode: str = "conditional_access"  # | "critical" | "listed"
     listed: dict = field(default_factory=dict)  # scope -> frozenset of ids/names (strings)
+
+    def __init__(self, mode: str = "conditional_access", listed: dict = FACTORY):
+        self.__dict__.update(mode=mode, listed={} if listed is FACTORY else listed)
 
     @classmethod
     def parse(cls, text: str | None) -> "Enforcement":

@@ -7,13 +7,13 @@ Fleet cannot be reached the last good state is used (and the staleness rule appl
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 from typing import Protocol
 
+from .. import logs
 from .decision import HostCompliance
 
-log = logging.getLogger(__name__)
+log = logs.getLogger(__name__)
 
 
 class ComplianceSource(Protocol):

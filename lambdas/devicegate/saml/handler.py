@@ -9,25 +9,28 @@ storage is unreachable the answer is a 503 page (fail closed).
 from __future__ import annotations
 
 import base64
-import logging
 import os
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import alb, settings, telemetry
+from .. import alb, logs, telemetry
 from ..memo import remember
 from ..compliance import decision as decision_mod
-from ..compliance.source import ComplianceSource, FleetSource, StoreSource
 from ..scep import hostid
 from ..store import AlreadyRecorded, CertificateRecord, Store, StoreUnavailable
-from . import authn_request, metadata, pages, response
+from . import authn_request, pages, response
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .. import settings
+    from ..compliance.source import ComplianceSource
+
+log = logs.getLogger(__name__)
 
 PENDING_TTL = timedelta(minutes=10)
 EMAIL_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
@@ -48,7 +51,7 @@ class Idp:
         self.ca_cert, self.store, self.source, self.rules, self.clock = ca_cert, store, source, rules, clock
 
 
-_lock = threading.Lock()
+_lock = allocate_lock()
 _state: dict = {}
 
 
@@ -57,6 +60,11 @@ def _idp() -> Idp:
         if "idp" in _state and time.monotonic() - _state["key_checked"] > _state["key_refresh"]:
             _refresh_signing_key(_state["idp"])
         if "idp" not in _state:
+            # Needed by the set-up only (and the rare metadata fetch): imported here, not with the handler.
+            from .. import settings
+            from ..compliance.source import FleetSource, StoreSource
+            from . import metadata
+
             config = settings.load_idp()
             secrets_client = settings.Secrets()
             ca_cert = settings.parse_ca_certificate(config.ca_secret_id, secrets_client.get(config.ca_secret_id, ttl=float("inf")))
@@ -98,6 +106,9 @@ def _idp() -> Idp:
 
 def _refresh_signing_key(idp: Idp) -> None:
     """Re-read the signing-key secret; when it changed, sign and publish with the new value."""
+    from .. import settings
+    from . import metadata
+
     _state["key_checked"] = time.monotonic()
     secret_id = idp.config.idp_key_secret_id
     try:
@@ -117,6 +128,8 @@ def _refresh_signing_key(idp: Idp) -> None:
 
 
 def reset() -> None:
+    from .. import settings
+
     with _lock:
         _state.clear()
         _issued_by_ca.clear()
@@ -129,6 +142,8 @@ def lambda_handler(event, context):
 
 
 def handle(request: alb.Request) -> alb.Response:
+    from .. import settings  # loaded by the first request's set-up; here for ConfigError
+
     try:
         idp = _idp()
     except settings.ConfigError as exc:
@@ -141,6 +156,8 @@ def handle(request: alb.Request) -> alb.Response:
         if request.path == "/saml/metadata":
             if request.method not in ("GET", "HEAD"):
                 return pages.bad_request("metadata is fetched with GET")
+            from . import metadata
+
             return alb.Response(200, idp.metadata_xml, content_type=metadata.CONTENT_TYPE,
                                 headers={"cache-control": "public, max-age=300"})
         if request.path == "/saml/sso":

@@ -20,12 +20,12 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import re
 from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
 from .. import alb
 from ..compliance.decision import BLOCK, UNKNOWN, Decision, PolicyResult, Reason
+from ..textcheck import ALNUM, HEX, only
 
 __all__ = [
     "CSS",
@@ -157,8 +157,6 @@ _ICON = (
 
 # ----------------------------------------------------------------------------- escaping
 
-_NEWLINE = re.compile(r"\r\n|\r|\n")
-
 
 def _clean(value: object) -> str:
     # A lone surrogate (JSON from Fleet can carry one) cannot be encoded as UTF-8; it would
@@ -193,7 +191,7 @@ def _attr(value: object) -> str:
 
 def _paragraphs(text: str) -> str:
     """Fleet's multi-line resolution text: blank lines separate paragraphs, newlines break lines."""
-    lines = _NEWLINE.split(_clean(text).strip("\r\n"))
+    lines = _clean(text).strip("\r\n").replace("\r\n", "\n").replace("\r", "\n").split("\n")  # \r\n, \r or \n
     paragraphs: list[list[str]] = [[]]
     for line in lines:
         if line.strip():
@@ -208,8 +206,14 @@ def _paragraphs(text: str) -> str:
 # ----------------------------------------------------------------------- CSP and headers
 
 _CSP_PATH_SAFE = "/%-._~!$&()*+=:@"  # RFC 3986 pchar minus ";" "," "'" (CSP separators, quotes)
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 _LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
+
+
+def _usable_host(hostname: str) -> bool:
+    """A DNS name or IPv4 address ([A-Za-z0-9], inner dots and dashes), or a bracketed IPv6 one."""
+    if hostname.startswith("["):
+        return hostname.endswith("]") and only(hostname[1:-1], HEX + ":.")
+    return only(hostname, ALNUM + ".-") and hostname[0] not in ".-" and hostname[-1] not in ".-"
 
 
 def _has_controls(url: str) -> bool:
@@ -235,7 +239,7 @@ def _csp_source(url: str) -> str:
         raise ValueError("form target must not carry credentials")
     if ":" in hostname:
         hostname = f"[{hostname}]"
-    if not _HOST.fullmatch(hostname):
+    if not _usable_host(hostname):
         raise ValueError(f"form target {url!r} has no usable host")
     if scheme != "https" and not (scheme == "http" and hostname in _LOOPBACK):
         raise ValueError(f"form target {url!r} must be https")

@@ -7,7 +7,7 @@ signature and split the text a naive reader sees. Okta never sends either.
 
 from __future__ import annotations
 
-import threading
+from _thread import _local  # threading.local itself (threading.py takes it from here), without threading
 
 from lxml import etree
 
@@ -29,7 +29,7 @@ _PARSER_OPTIONS = dict(
 )
 
 
-_local = threading.local()
+_local = _local()
 
 
 def _parser() -> etree.XMLParser:

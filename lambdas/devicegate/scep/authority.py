@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import secrets
+import os
 from datetime import datetime, timedelta, timezone
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -20,13 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .. import store as store_mod
+from .. import logs, store as store_mod
+from ..record import named_tuple
 from . import der as der_reader
 from . import protocol
 from .hostid import UUID_URI_PREFIX, canonical_uuid, host_uuid_of  # noqa: F401 - host_uuid_of: public here too
 from .protocol import FailInfo, MessageType, PkiStatus, Refusal
 
-log = logging.getLogger(__name__)
+log = logs.getLogger(__name__)
 
 MAX_VALIDITY_DAYS = 398
 BACKDATE = timedelta(minutes=5)  # tolerate clients whose clocks run a little behind
@@ -36,12 +36,18 @@ _MIN_RSA_BITS, _MAX_RSA_BITS = 2048, 8192
 _SUBJECT_KEEP = (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME)
 
 
-class CsrFacts(NamedTuple):
+@named_tuple
+class CsrFacts(tuple):
+    __slots__ = ()
     csr: x509.CertificateSigningRequest
     der: bytes
     host_uuid: str | None  # canonical upper-case, from the SAN URI (or the CN when allowed)
     challenge: str | None
     subject: x509.Name
+
+    def __new__(cls, csr: x509.CertificateSigningRequest, der: bytes, host_uuid: str | None, challenge: str | None,
+                subject: x509.Name):
+        return tuple.__new__(cls, (csr, der, host_uuid, challenge, subject))
 
 
 def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:
@@ -178,7 +184,8 @@ def challenge_matches(given: str | None, expected: str) -> bool:
 
 def random_serial() -> int:
     # 159 bits: positive in 20 DER octets, with the top bit set so it always has 158 random bits.
-    return secrets.randbits(158) | (1 << 158)
+    # secrets.randbits(158) is this: 20 bytes from os.urandom, shifted down to 158 bits.
+    return (int.from_bytes(os.urandom(20), "big") >> 2) | (1 << 158)
 
 
 def build_certificate(

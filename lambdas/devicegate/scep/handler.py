@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
-import threading
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import alb, settings
+from .. import alb, logs
 from ..store import Store
 from . import protocol
 from .authority import Authority
 
-log = logging.getLogger(__name__)
+log = logs.getLogger(__name__)
 
 CA_CAPS = ("POSTPKIOperation", "SHA-256", "AES", "SCEPStandard", "Renewal")
 _MAX_GET_MESSAGE_CHARS = (protocol.MAX_MESSAGE_BYTES * 4) // 3 + 1024  # base64 plus percent-escapes
-_lock = threading.Lock()
+_lock = allocate_lock()
 _state: dict = {}
 
 
 def _authority() -> tuple[Authority, bytes]:
     with _lock:
         if "authority" not in _state:
+            from .. import settings  # the set-up's: environment, secrets, keys (not needed to import)
+
             config = settings.load()
             secrets = settings.Secrets()
             ca = settings.parse_ca_secret(config.ca_secret_id, secrets.get(config.ca_secret_id, ttl=float("inf")))
@@ -51,6 +52,8 @@ def _authority() -> tuple[Authority, bytes]:
 
 def reset() -> None:
     """Forget the cached authority (tests, and the local stack after it rewrites settings)."""
+    from .. import settings
+
     with _lock:
         _state.clear()
     settings.load.cache_clear()
@@ -62,6 +65,8 @@ def lambda_handler(event, context):
 
 
 def handle(request: alb.Request) -> alb.Response:
+    from .. import settings  # loaded by the first request's set-up; here for ConfigError
+
     try:
         return _dispatch(request)
     except settings.ConfigError as exc:

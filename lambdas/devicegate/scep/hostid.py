@@ -6,18 +6,21 @@ not the SCEP protocol stack (nor, until a certificate arrives, cryptography).
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cryptography import x509
 
+from ..textcheck import HEX, only
+
 UUID_URI_PREFIX = "urn:device:apple:uuid:"
-_UUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 
 def canonical_uuid(text: str) -> str | None:
-    return text.upper() if _UUID_RE.fullmatch(text) else None
+    parts = text.split("-")  # 8-4-4-4-12 hex digits
+    if [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(only(p, HEX) for p in parts):
+        return text.upper()
+    return None
 
 
 def host_uuid_of(cert: x509.Certificate) -> str | None:

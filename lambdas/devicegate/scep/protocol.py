@@ -17,7 +17,6 @@ import hmac
 import os
 from enum import IntEnum
 from functools import lru_cache
-from typing import NamedTuple  # immutable records, at a fifth of a frozen dataclass's import cost
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..record import named_tuple  # immutable records without namedtuple's compile per import
 from . import der
 
 # SCEP attribute OIDs (RFC 8894 section 3.2.1 and 3.2.1.4.2).
@@ -85,13 +85,18 @@ class Refusal(Exception):
         self.reply_to: ReplyTo | None = None
 
 
-class ReplyTo(NamedTuple):
+@named_tuple
+class ReplyTo(tuple):
     """What every CertRep to a request must echo."""
 
+    __slots__ = ()
     transaction_id: bytes  # the attribute value (a whole element) as received, echoed byte-for-byte
     transaction_id_key: str  # sha256 of its content octets: a bounded, stable storage key
     sender_nonce: bytes
     digest_name: str  # the request's digest when allowed, else SHA-256
+
+    def __new__(cls, transaction_id: bytes, transaction_id_key: str, sender_nonce: bytes, digest_name: str):
+        return tuple.__new__(cls, (transaction_id, transaction_id_key, sender_nonce, digest_name))
 
 
 # Digest allow-list for every signature we verify or make. SHA-1 and MD5 are refused.
@@ -116,22 +121,32 @@ _RSA_SIG_NAMES = {"rsassa_pkcs1v15", "sha256_rsa", "sha384_rsa", "sha512_rsa"}
 _EC_SIG_NAMES = {"ecdsa", "sha256_ecdsa", "sha384_ecdsa", "sha512_ecdsa"}
 
 
-class PkiMessage(NamedTuple):
+@named_tuple
+class PkiMessage(tuple):
     """A pkiMessage whose outer signature has been verified."""
 
+    __slots__ = ()
     message_type: int
     reply_to: ReplyTo
     signer: x509.Certificate
     envelope: bytes | None  # the pkcsPKIEnvelope (ContentInfo of EnvelopedData), if any
+
+    def __new__(cls, message_type: int, reply_to: ReplyTo, signer: x509.Certificate, envelope: bytes | None):
+        return tuple.__new__(cls, (message_type, reply_to, signer, envelope))
 
     @property
     def signer_spki_sha256(self) -> str:
         return spki_sha256(self.signer.public_key())
 
 
-class OpenedEnvelope(NamedTuple):
+@named_tuple
+class OpenedEnvelope(tuple):
+    __slots__ = ()
     plaintext: bytes
     cipher_name: str
+
+    def __new__(cls, plaintext: bytes, cipher_name: str):
+        return tuple.__new__(cls, (plaintext, cipher_name))
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -178,15 +193,20 @@ def _name(names: dict[bytes, str], oid_octets: bytes) -> str:
     return names.get(oid_octets) or der.dotted(oid_octets)
 
 
-class _Signed(NamedTuple):
+@named_tuple
+class _Signed(tuple):
     """A SignedData ContentInfo read down to its one signerInfo's attributes: offsets into
     ``data``, nothing verified yet. Of the other fields only the positions are known;
     ``check_shape`` checks them (a request is answered in SCEP from the attributes alone)."""
 
+    __slots__ = ()
     data: bytes
     fields: list  # SignedData: version, digestAlgorithms, encapContentInfo, [0]?, [1]?, signerInfos
     signer: list  # signerInfo: version, sid, digestAlgorithm, [0] signedAttrs, signatureAlgorithm, signature, [1]?
-    attrs: dict[str, list[bytes]]  # dotted OID -> its values, each a whole element as received
+    attrs: dict  # dotted OID -> its values (list of bytes), each a whole element as received
+
+    def __new__(cls, data: bytes, fields: list, signer: list, attrs: dict):
+        return tuple.__new__(cls, (data, fields, signer, attrs))
 
     @property
     def signed_attrs(self) -> der.Element:
@@ -630,14 +650,19 @@ def _der_length(length: int) -> bytes:
 UNREADABLE_ENVELOPE = "could not decrypt the pkcsPKIEnvelope"
 
 
-class _Enveloped(NamedTuple):
+@named_tuple
+class _Enveloped(tuple):
     """An EnvelopedData ContentInfo read down to its recipients and encrypted content."""
 
+    __slots__ = ()
     data: bytes
     recipients: list  # the KeyTransRecipientInfos (the other RecipientInfo kinds are skipped)
     cipher_name: str
-    parameters: der.Element | None  # of the content-encryption algorithm: the IV
+    parameters: tuple | None  # of the content-encryption algorithm (a der element): the IV
     encrypted: bytes | None
+
+    def __new__(cls, data: bytes, recipients: list, cipher_name: str, parameters: tuple | None, encrypted: bytes | None):
+        return tuple.__new__(cls, (data, recipients, cipher_name, parameters, encrypted))
 
 
 def _read_enveloped(envelope: bytes) -> _Enveloped:
@@ -1014,7 +1039,9 @@ def build_pki_message(
     return _sign(attrs, envelope, digest_name, signer_cert, signer_key), nonce
 
 
-class CertRep(NamedTuple):
+@named_tuple
+class CertRep(tuple):
+    __slots__ = ()
     status: PkiStatus
     fail_info: FailInfo | None
     fail_text: str | None
@@ -1024,6 +1051,12 @@ class CertRep(NamedTuple):
     certificates: list[x509.Certificate]
     signer: x509.Certificate
     cipher_name: str | None
+
+    def __new__(cls, status: PkiStatus, fail_info: FailInfo | None, fail_text: str | None, transaction_id: bytes,
+                recipient_nonce: bytes, sender_nonce: bytes, certificates: list[x509.Certificate],
+                signer: x509.Certificate, cipher_name: str | None):
+        return tuple.__new__(cls, (status, fail_info, fail_text, transaction_id, recipient_nonce, sender_nonce,
+                                   certificates, signer, cipher_name))
 
 
 def parse_cert_rep(
