@@ -34,7 +34,7 @@ import ssl  # at import, as before: the real endpoints are https (a local moto i
 import time
 import urllib.parse
 import zlib
-from _thread import _local  # threading.local itself, without importing threading
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 from datetime import datetime, timezone
 
 from . import http11
@@ -294,7 +294,9 @@ def _operation(name: str):
 
 
 class Client:
-    """One service's JSON API. Thread-safe: each thread keeps its own keep-alive connection."""
+    """One service's JSON API. Thread-safe: a request takes an idle keep-alive connection (or opens
+    one) and gives it back when its answer has been read, so threads that come and go (a server's
+    thread per client, as the local stack has) reuse connections as one Lambda thread does."""
 
     def __init__(self, service: str, region: str, endpoint: str, *, connect_timeout: float = CONNECT_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT, max_attempts: int = MAX_ATTEMPTS,
@@ -317,49 +319,65 @@ class Client:
         self.max_attempts = max(1, int(max_attempts))
         self.backoff_base, self.backoff_cap = float(backoff_base), float(backoff_cap)
         self._env = os.environ if env is None else env
-        self._local = _local()
+        self._idle: list[http11.Connection] = []  # most recently used last
+        self._idle_lock = allocate_lock()
         self._tls = _ssl_context() if parts.scheme == "https" else None
         self._decode = _decode_dynamodb if service == "dynamodb" else _decode_secretsmanager
         self.connections_opened = 0  # for measurements and tests
 
     # ------------------------------------------------------------------ transport
 
+    MAX_IDLE = 8  # kept-alive connections beyond this many idle ones are closed
+
     def _connection(self) -> http11.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.sock is not None:
+        while True:
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
             # an idle keep-alive socket that is readable was closed by the server (or holds junk);
             # poll, not select: a busy process may have descriptors above select's limit
-            idle = select.poll()
-            idle.register(conn.sock, select.POLLIN)
-            if not idle.poll(0):
-                return conn
-        self._drop(conn)
+            if conn.sock is not None:
+                idle = select.poll()
+                idle.register(conn.sock, select.POLLIN)
+                if not idle.poll(0):
+                    return conn
+            conn.close()
         conn = http11.Connection(self._hostname, self._port, tls=self._tls, timeout=self.connect_timeout)
         conn.connect()
         conn.sock.settimeout(self.read_timeout)
-        self.connections_opened += 1
-        self._local.conn = conn
+        with self._idle_lock:
+            self.connections_opened += 1
         return conn
 
-    def _drop(self, conn) -> None:
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
+    def _release(self, conn: http11.Connection) -> None:
+        """A connection whose last answer was read in full, back for the next request."""
+        with self._idle_lock:
+            if len(self._idle) < self.MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def close(self) -> None:
-        self._drop(getattr(self._local, "conn", None))
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def _send(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         conn = None
         try:
             conn = self._connection()
             status, response_headers, data, will_close = conn.request("POST", self._path, headers, body)
-            if will_close:
-                self._drop(conn)
-            return status, {k.lower(): v for k, v in response_headers}, data  # a repeated header: the last
         except BaseException:
-            self._drop(conn)
+            if conn is not None:
+                conn.close()  # a failed exchange leaves the connection in an unknown state
             raise
+        if will_close:
+            conn.close()
+        else:
+            self._release(conn)
+        return status, {k.lower(): v for k, v in response_headers}, data  # a repeated header: the last
 
     # ------------------------------------------------------------------ calls
 

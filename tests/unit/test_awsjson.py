@@ -395,16 +395,37 @@ def test_defaults_are_the_store_bounds():
     assert worst <= 20
 
 
-def test_connections_are_kept_alive_per_thread(endpoint):
+def test_connections_are_kept_alive_and_shared_between_threads(endpoint):
     c = client(endpoint)
     for _ in range(5):
         c.get_item(TableName="t", Key={})
     assert c.connections_opened == 1 and len({r["connection"] for r in endpoint.requests}) == 1
+    # a thread that comes later (a server's thread per client) takes the idle connection
     done = []
     t = threading.Thread(target=lambda: done.append(c.get_item(TableName="t", Key={})))
     t.start()
     t.join()
-    assert done and c.connections_opened == 2
+    assert done and c.connections_opened == 1
+    # while one is in use, a concurrent request opens its own; both are kept afterwards
+    busy = c._connection()
+    c.get_item(TableName="t", Key={})
+    assert c.connections_opened == 2
+    c._release(busy)
+    c.get_item(TableName="t", Key={})
+    c.get_item(TableName="t", Key={})
+    assert c.connections_opened == 2 and len({r["connection"] for r in endpoint.requests}) == 2
+    c.close()
+    c.get_item(TableName="t", Key={})
+    assert c.connections_opened == 3
+
+
+def test_idle_connections_are_bounded(endpoint):
+    c = client(endpoint)
+    held = [c._connection() for _ in range(c.MAX_IDLE + 3)]
+    for conn in held:
+        c._release(conn)
+    assert len(c._idle) == c.MAX_IDLE
+    assert sum(conn.sock is None for conn in held) == 3  # the ones beyond the bound were closed
 
 
 def test_a_request_leaves_in_one_write(endpoint, monkeypatch):
