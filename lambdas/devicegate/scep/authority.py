@@ -100,7 +100,7 @@ def _host_uuid(csr: x509.CertificateSigningRequest, accept_cn_uuid: bool) -> str
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
-    except ValueError as exc:
+    except (ValueError, *protocol.EXTENSION_ERRORS) as exc:
         raise Refusal(FailInfo.BAD_REQUEST, f"the CSR extensions are malformed: {protocol._short(exc)}") from None
     if san is not None:
         device_uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.lower().startswith(UUID_URI_PREFIX)]
