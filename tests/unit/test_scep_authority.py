@@ -369,6 +369,21 @@ def test_csr_extensions_cryptography_cannot_read_are_a_refusal(authority):
     assert "extensions are malformed" in rep.fail_text
 
 
+def test_csr_subject_with_bad_utf8_is_a_refusal(authority):
+    # Before the fix: cryptography decodes the subject's strings on first use, so the ValueError
+    # left inspect_csr (after the self-signature verified) as "internal error; retry later".
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key = h.key()
+    der = h.make_csr(key, host_uuid=h.new_uuid(), cn="abcd")
+    info, algorithm, _ = protocol._children(der.replace(b"\x0c\x04abcd", b"\x0c\x04ab\xff\xfe"))
+    signature = key.sign(info, padding.PKCS1v15(), hashes.SHA256())
+    csr = protocol._seq(info, algorithm, protocol._tlv(0x03, b"\x00" + signature))
+    rep = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key)
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
+    assert "subject is malformed" in rep.fail_text
+
+
 def test_sha1_csr_signature_is_bad_alg(authority):
     key = h.key()
     csr = h.make_csr(key, host_uuid=h.new_uuid(), hash_alg=hashes.SHA1())
