@@ -346,6 +346,44 @@ def test_subject_is_sanitised(authority):
     assert cn.startswith("evilname") and len(cn) == 64
 
 
+def test_csr_extensions_cryptography_cannot_read_are_a_refusal(authority):
+    # Before the fix: DuplicateExtension (not a ValueError) left inspect_csr, and the request was
+    # answered "internal error; retry later", so the client retried it forever.
+    from asn1crypto import csr as asn1_csr
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key = h.key()
+    request = asn1_csr.CertificationRequest.load(h.make_csr(key, host_uuid=h.new_uuid()))
+    info = request["certification_request_info"]
+    for attribute in info["attributes"]:
+        if attribute["type"].native == "extension_request":
+            extensions = list(attribute["values"][0])
+            attribute["values"] = asn1_csr.SetOfExtensions([extensions + extensions])
+    csr = asn1_csr.CertificationRequest({
+        "certification_request_info": info,
+        "signature_algorithm": {"algorithm": "sha256_rsa"},
+        "signature": key.sign(info.dump(force=True), padding.PKCS1v15(), hashes.SHA256()),
+    }).dump(force=True)
+    rep = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key)
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
+    assert "extensions are malformed" in rep.fail_text
+
+
+def test_csr_subject_with_bad_utf8_is_a_refusal(authority):
+    # Before the fix: cryptography decodes the subject's strings on first use, so the ValueError
+    # left inspect_csr (after the self-signature verified) as "internal error; retry later".
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key = h.key()
+    der = h.make_csr(key, host_uuid=h.new_uuid(), cn="abcd")
+    info, algorithm, _ = protocol._children(der.replace(b"\x0c\x04abcd", b"\x0c\x04ab\xff\xfe"))
+    signature = key.sign(info, padding.PKCS1v15(), hashes.SHA256())
+    csr = protocol._seq(info, algorithm, protocol._tlv(0x03, b"\x00" + signature))
+    rep = enroll(authority, h.pkcs_req(authority.ca_cert, private_key=key, csr=csr)[0], key)
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
+    assert "subject is malformed" in rep.fail_text
+
+
 def test_sha1_csr_signature_is_bad_alg(authority):
     key = h.key()
     csr = h.make_csr(key, host_uuid=h.new_uuid(), hash_alg=hashes.SHA1())

@@ -310,6 +310,77 @@ def test_missing_transaction_id_is_malformed(scep_ca):
         protocol.parse_pki_message(stripped)
 
 
+# ----------------------------------------------------------------------------- the signer lookup
+# It runs before the signature is checked: anyone can send these.
+
+
+def _with_signer_lookup(message: bytes, sid: bytes, certificates: bytes) -> bytes:
+    """The request with this (encoded) SignerIdentifier and this [0] certificates content."""
+    fields = protocol._children(protocol._children(protocol._children(message)[1])[0])  # SignedData
+    signer_info = protocol._children(protocol._children(fields[-1])[0])
+    signer_info[1] = sid
+    signed = [*fields[:3], protocol._tlv(0xA0, certificates), protocol._tlv(0x31, protocol._seq(*signer_info))]
+    return protocol._seq(protocol._OID_SIGNED_DATA, protocol._tlv(0xA0, protocol._seq(*signed)))
+
+
+def _certificate_with_extensions(private_key, extensions: list) -> bytes:
+    """A certificate carrying these asn1crypto Extensions, as cryptography would never write them."""
+    from asn1crypto import x509 as asn1_x509
+
+    cert = asn1_x509.Certificate.load(h.self_signed(private_key).public_bytes(protocol.Encoding.DER))
+    tbs = cert["tbs_certificate"]
+    tbs["extensions"] = asn1_x509.Extensions(extensions)
+    return asn1_x509.Certificate({"tbs_certificate": tbs, "signature_algorithm": cert["signature_algorithm"],
+                                  "signature_value": cert["signature_value"]}).dump(force=True)
+
+
+@pytest.mark.parametrize("damage", ["duplicate extension", "x400Address SAN"])
+def test_a_certificate_whose_extensions_cryptography_refuses_is_a_refusal(authority, scep_ca, damage):
+    # Before the fix: matching a subjectKeyIdentifier sid read each certificate's extensions with
+    # cryptography, whose DuplicateExtension and UnsupportedGeneralNameType are not ValueErrors:
+    # they left parse_pki_message and Authority.respond, and the handler answered 503.
+    from asn1crypto import core
+    from asn1crypto import x509 as asn1_x509
+
+    ca_cert, _ = scep_ca
+    key = h.key()
+    message = h.pkcs_req(ca_cert, private_key=key)[0]
+    if damage == "duplicate extension":
+        constraints = asn1_x509.Extension({"extn_id": "basic_constraints", "critical": True, "extn_value": {"ca": False}})
+        extensions = [constraints, constraints]
+    else:
+        extensions = [asn1_x509.Extension({"extn_id": "subject_alt_name", "critical": False,
+                                           "extn_value": core.ParsableOctetString(b"\x30\x04\xa3\x02\x30\x00")})]
+    broken = _certificate_with_extensions(key, extensions)
+    tampered = _with_signer_lookup(message, protocol._tlv(0x80, b"\x01" * 20), broken)
+    with pytest.raises(Refusal) as refusal:
+        protocol.parse_pki_message(tampered)
+    assert refusal.value.fail_info is FailInfo.BAD_MESSAGE_CHECK and refusal.value.reply_to is not None
+    rep = protocol.parse_cert_rep(authority.respond(tampered), ca_cert=ca_cert)
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
+
+
+def test_many_certificates_with_the_serial_asked_for_prepare_the_wanted_issuer_once(scep_ca):
+    # Before the fix: each certificate whose serial matched but whose issuer octets differed
+    # parsed and string-prepared the sid's issuer again: a 30 KB issuer and 1,400 tiny
+    # certificates (a 64 KB request, unsigned) took about 90 s of CPU.
+    ca_cert, _ = scep_ca
+    message = h.pkcs_req(ca_cert)[0]
+
+    def name(value: bytes) -> bytes:
+        common_name = protocol._seq(protocol._oid("2.5.4.3"), protocol._tlv(0x0C, value))
+        return protocol._seq(protocol._tlv(0x31, common_name))
+
+    serial = protocol._der_integer(7)
+    tiny = protocol._seq(protocol._seq(serial, protocol._seq(), name(b"a")))  # all the lookup reads of one
+    tampered = _with_signer_lookup(message, protocol._seq(name(b"A" * 30_000), serial), tiny * 1_400)
+    assert len(tampered) <= protocol.MAX_MESSAGE_BYTES
+    started = time.process_time()
+    with pytest.raises(Refusal, match="not in the message"):
+        protocol.parse_pki_message(tampered)
+    assert time.process_time() - started < 3  # ~0.1 s; a sanity bound, not a benchmark
+
+
 # ----------------------------------------------------------------------------- fuzzing
 
 

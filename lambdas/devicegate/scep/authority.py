@@ -75,12 +75,16 @@ def inspect_csr(der: bytes, *, accept_cn_uuid: bool) -> CsrFacts:
     if not valid:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, protocol.UNREADABLE_ENVELOPE)
     _check_key(csr.public_key())
+    try:
+        subject = csr.subject  # its strings are decoded here: bad UTF-8 in one is a ValueError
+    except ValueError as exc:
+        raise Refusal(FailInfo.BAD_REQUEST, f"the CSR subject is malformed: {protocol._short(exc)}") from None
     return CsrFacts(
         csr=csr,
         der=der,
         host_uuid=_host_uuid(csr, accept_cn_uuid),
         challenge=_challenge(der),
-        subject=_sanitised_subject(csr.subject),
+        subject=_sanitised_subject(subject),
     )
 
 
@@ -106,7 +110,7 @@ def _host_uuid(csr: x509.CertificateSigningRequest, accept_cn_uuid: bool) -> str
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
-    except ValueError as exc:
+    except (ValueError, *protocol.EXTENSION_ERRORS) as exc:
         raise Refusal(FailInfo.BAD_REQUEST, f"the CSR extensions are malformed: {protocol._short(exc)}") from None
     if san is not None:
         device_uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.lower().startswith(UUID_URI_PREFIX)]

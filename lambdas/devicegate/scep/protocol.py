@@ -187,6 +187,9 @@ _ATTRIBUTE_OIDS = {der.oid(dotted): dotted for dotted in (
     OID_SENDER_NONCE, OID_RECIPIENT_NONCE, OID_TRANSACTION_ID, OID_FAIL_INFO_TEXT)}
 _STRING_TAGS = (der.PRINTABLE_STRING, der.UTF8_STRING, der.IA5_STRING)
 _PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError)
+# What cryptography raises, besides ValueError, when it reads a certificate's or CSR's extensions
+# (neither is a ValueError): two extensions of one type, an x400Address or ediPartyName.
+EXTENSION_ERRORS = (x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
 def _name(names: dict[bytes, str], oid_octets: bytes) -> str:
@@ -335,6 +338,8 @@ def _verify_request(signed: _Signed, reply_to: ReplyTo, digest_name) -> PkiMessa
         raise
     except x509.InvalidVersion as exc:  # not a ValueError
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"the signer's certificate has an unsupported version: {_short(exc)}") from None
+    except EXTENSION_ERRORS as exc:  # a certificate's extensions, read to match a subjectKeyIdentifier sid
+        raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"a certificate's extensions are unreadable: {_short(exc)}") from None
     except _PARSE_ERRORS as exc:
         raise Refusal(FailInfo.BAD_MESSAGE_CHECK, f"signed content unreadable: {_short(exc)}") from None
 
@@ -413,10 +418,10 @@ def _issuer_and_serial_of(data: bytes, certificate: der.Element) -> tuple[bytes,
 def _find_signer(data: bytes, sid: der.Element, certs: list[bytes]) -> bytes:
     if sid[0] == der.SEQUENCE:  # issuerAndSerialNumber
         issuer, serial = der.fields(data, sid, (der.SEQUENCE, der.INTEGER), "issuerAndSerialNumber")
-        want_issuer, want_serial = der.encoded(data, issuer), der.integer(data, serial, "serialNumber")
+        want_issuer, want_serial = _SameName(der.encoded(data, issuer)), der.integer(data, serial, "serialNumber")
         for cert in certs:
             cert_issuer, cert_serial = _issuer_and_serial_of(cert, der.whole(cert, der.SEQUENCE, "certificate"))
-            if cert_serial == want_serial and _same_name(cert_issuer, want_issuer):
+            if cert_serial == want_serial and want_issuer(cert_issuer):
                 return cert
     elif sid[0] == 0x80:  # [0] subjectKeyIdentifier
         want = der.contents(data, sid)
@@ -426,14 +431,27 @@ def _find_signer(data: bytes, sid: der.Element, certs: list[bytes]) -> bytes:
     raise Refusal(FailInfo.BAD_MESSAGE_CHECK, "the signer's certificate is not in the message")
 
 
-def _same_name(name_der: bytes, other_der: bytes) -> bool:
-    # The same octets are the same name; otherwise RFC 5280 7.1 comparison (string
-    # preparation: case, spaces, string types), which is costly and rare, decides.
-    if name_der == other_der:
-        return True
-    from asn1crypto import x509 as asn1_x509
+class _SameName:
+    """Whether a Name is this one: the same octets are the same name; otherwise RFC 5280 7.1
+    comparison (string preparation: case, spaces, string types), which is costly and rare,
+    decides. This name is parsed and its strings prepared once, however many candidates it is
+    compared with: a message can hold thousands of certificates or recipients with the serial
+    asked for, and preparing a 30 KB name again for each took minutes."""
 
-    return asn1_x509.Name.load(name_der) == asn1_x509.Name.load(other_der)
+    __slots__ = ("der", "_parsed")
+
+    def __init__(self, name_der: bytes):
+        self.der = name_der
+        self._parsed = None
+
+    def __call__(self, other_der: bytes) -> bool:
+        if other_der == self.der:
+            return True
+        from asn1crypto import x509 as asn1_x509
+
+        if self._parsed is None:
+            self._parsed = asn1_x509.Name.load(self.der)
+        return asn1_x509.Name.load(other_der) == self._parsed
 
 
 def _verify_signer_info(signed: _Signed, signer, digest_name, sig_name, content: bytes):
@@ -776,11 +794,12 @@ def _recipient_fields(data: bytes, recipient: der.Element) -> tuple[der.Element,
 def _our_recipient(data: bytes, recipients: list, ca_cert: x509.Certificate) -> tuple[bytes, bytes]:
     """(key-encryption algorithm OID, encrypted key) of the recipient that is our CA."""
     ca_issuer_der, ca_serial, ca_ski = _ca_identity(ca_cert)
+    ca_issuer = _SameName(ca_issuer_der)
     for recipient in recipients:
         rid, key_alg, encrypted_key = _recipient_fields(data, recipient)
         if rid[0] == der.SEQUENCE:  # issuerAndSerialNumber
             issuer, serial = der.fields(data, rid, (der.SEQUENCE, der.INTEGER), "issuerAndSerialNumber")
-            if der.integer(data, serial, "serialNumber") == ca_serial and _same_name(der.encoded(data, issuer), ca_issuer_der):
+            if der.integer(data, serial, "serialNumber") == ca_serial and ca_issuer(der.encoded(data, issuer)):
                 return key_alg, encrypted_key
         elif ca_ski is not None:  # [0] subjectKeyIdentifier
             if hmac.compare_digest(der.contents(data, rid), ca_ski):
