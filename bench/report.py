@@ -409,13 +409,13 @@ def _candidates(r):
         hot = _m(r.get("scep_inprocess", {}).get("handler"), "cpu_per_enrollment")
         c.append((lam - (hot or 0) if hot else lam / 3,
                   f"SCEP Lambda: {_f(lam)} ms CPU per enrollment in the stack ({_f(dur)} ms duration). Each enrollment "
-                  "blocks twice (the conditional TransactWriteItems, and Fleet's \"is this host known\" lookup), and the "
-                  "code after each wait runs on cold caches: measured in-process with the stack's own moto and "
-                  "simulated Fleet when this list was written (not re-measured by this run: `python -m "
-                  "bench.scep_waits`), the handler cost ~2.1-2.4 ms of thread CPU with the store answered from memory "
-                  "and no Fleet call, ~3.1-3.5 ms with the Fleet call, ~3.8-4.5 ms with the store write, ~4.0-4.6 ms "
-                  "with both. Overlapping the Fleet lookup with building and signing "
-                  "the certificate (a worker thread; nothing is recorded or sent before the answer) would hide one wait."))
+                  "blocks twice (Fleet's \"is this host known\" lookup, then the conditional TransactWriteItems), and "
+                  "work right after a wait runs on cold caches; the certificate and its CertRep are therefore built "
+                  "before both waits, leaving the two HTTP exchanges' own work after them (`python -m bench.scep_waits` "
+                  "shows what each wait costs). Both HTTP exchanges go through devicegate.http11 (no http.client, no "
+                  "email package). Left: the handler's own Python around the RSA operations (~0.4 ms in a tight loop: "
+                  "the DER reader's walk, the reply's DER, cryptography's certificate builder), and every step costing "
+                  "more in the stack than in a tight loop (caches shared with the stand-ins' processes)."))
         gw = _m(o, "cpu_per_enrollment_gateway")
         c.append((gw / 4, f"ALB stand-in: {_f(gw)} ms CPU per enrollment (one TLS handshake, two requests). A bare "
                           "Python TLS server spent (measured once, not by this run) ~0.76 ms per handshake with the RSA-2048 listener key against ~0.48 "

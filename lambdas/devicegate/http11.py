@@ -1,11 +1,12 @@
-"""The HTTP/1.1 client side awsjson needs, and no more: one request at a time on a kept-alive
+"""The HTTP/1.1 client side awsjson and the Fleet client need, and no more: one request at a time on a kept-alive
 connection, the request in one write, the response read strictly and within bounds.
 
 Why not ``http.client``: it imports the ``email`` package (parser, message, header, policy:
 some 5 ms of a Lambda's first request) to parse response headers, and a host name given to it
 as ``str`` goes through the ``idna`` codec on every connect (``encodings.idna``, ``stringprep``,
-``unicodedata``: 1 ms more). The AWS endpoints this talks to answer JSON with a Content-Length;
-everything here is about refusing anything else clearly, never guessing.
+``unicodedata``: 1 ms more). The AWS endpoints (and Fleet, for
+compliance.fleet) answer JSON with a Content-Length or chunked; everything here is about refusing
+anything else clearly, never guessing.
 
 What a response must be, or :class:`BadResponse` is raised (and the connection is dropped):
 
@@ -39,14 +40,25 @@ class BadResponse(Exception):
     """The peer's bytes are not an HTTP/1.1 response we accept."""
 
 
+class BodyTooLarge(BadResponse):
+    """The response's body is over the connection's ``max_body``."""
+
+
+class ClosedBeforeResponse(BadResponse):
+    """The peer closed the connection without sending a byte of a response: on a kept-alive
+    connection, the server had closed it while it was idle (the request is safe to send again
+    on a new one when it is idempotent)."""
+
+
 class Connection:
     """One connection to ``host:port`` (``tls``: an ``ssl.SSLContext`` for https, else None)."""
 
-    def __init__(self, host: str, port: int | None, *, tls=None, timeout: float):
+    def __init__(self, host: str, port: int | None, *, tls=None, timeout: float, max_body: int = MAX_BODY):
         self.host = host
         self.port = port or (443 if tls is not None else 80)
         self.tls = tls
         self.timeout = timeout
+        self.max_body = min(max_body, MAX_BODY)  # a caller's own cap, never above ours
         self.sock = None
         self._buf = bytearray()
 
@@ -81,7 +93,9 @@ class Connection:
         """Send one request; return (status, [(name, value)...], body, will_close)."""
         if any(c <= " " or c == "\x7f" for c in method + path):  # as http.client refuses them
             raise ValueError(f"invalid request line {method!r} {path!r}")
-        lines = [f"{method} {path} HTTP/1.1", f"Content-Length: {len(body)}"]
+        lines = [f"{method} {path} HTTP/1.1"]
+        if body or method not in ("GET", "HEAD"):  # a GET without content says nothing of its length
+            lines.append(f"Content-Length: {len(body)}")
         for name, value in headers.items():
             if ("\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name
                     or name.lower() in ("content-length", "transfer-encoding")):  # the framing is ours
@@ -150,6 +164,8 @@ class Connection:
             headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
 
     def _response(self) -> tuple[int, list, bytes, bool]:
+        if not self._buf and not self._recv():
+            raise ClosedBeforeResponse("the connection closed before the response head (nothing was received)")
         for _ in range(MAX_INTERIM + 1):
             version, status = self._status()
             headers = self._headers()
@@ -180,13 +196,13 @@ class Connection:
             if len(set(lengths)) != 1 or not lengths[0].isdigit() or not lengths[0].isascii():
                 raise BadResponse(f"invalid Content-Length {', '.join(lengths)!r}")
             length = int(lengths[0])
-            if length > MAX_BODY:
-                raise BadResponse(f"a body of {length} bytes exceeds {MAX_BODY}")
+            if length > self.max_body:
+                raise BodyTooLarge(f"a body of {length} bytes exceeds {self.max_body}")
             body = self._exactly(length)
         else:  # delimited by the end of the connection
             while True:
-                if len(self._buf) > MAX_BODY:
-                    raise BadResponse(f"a body of more than {MAX_BODY} bytes")
+                if len(self._buf) > self.max_body:
+                    raise BodyTooLarge(f"a body of more than {self.max_body} bytes")
                 if not self._recv():
                     break
             body, will_close = bytes(self._buf), True
@@ -203,8 +219,8 @@ class Connection:
                 raise BadResponse(f"invalid chunk size {size_text[:20]!r}")
             size = int(size_text, 16)
             total += size
-            if total > MAX_BODY:
-                raise BadResponse(f"a body of more than {MAX_BODY} bytes")
+            if total > self.max_body:
+                raise BodyTooLarge(f"a body of more than {self.max_body} bytes")
             if size == 0:
                 self._headers()  # trailers (bounded like headers), then the blank line
                 return b"".join(parts)

@@ -488,3 +488,34 @@ def test_unexpected_shapes_are_errors_not_half_filled_objects(sim, tls, monkeypa
     monkeypatch.setattr(sim, "_host_policy_json", odd_response)
     with pytest.raises(FleetError, match="not shaped as expected"):
         client.host(1)
+
+
+def test_answers_that_are_not_http_we_accept_are_retried_then_a_retryable_error():
+    from tests.unit.test_http11 import CLOSE, RawServer
+
+    bad = CLOSE(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n folded: header\r\n\r\n{}")
+    server = RawServer(bad, bad, bad)
+    try:
+        sleeps = Sleeps()
+        client = FleetClient(f"http://127.0.0.1:{server.port}", TOKEN, sleep=sleeps, max_attempts=3)
+        with pytest.raises(FleetError, match="not an HTTP/1.1 response we accept") as info:
+            client.teams()
+        assert info.value.retryable and len(sleeps) == 2 and server.connections == 3
+        assert all(b"authorization: bearer" in r.lower() and b"\r\nhost: 127.0.0.1:" in r.lower() for r in server.requests)
+    finally:
+        server.close()
+
+
+def test_a_chunked_answer_over_the_limit_is_refused_without_retry():
+    from tests.unit.test_http11 import RawServer
+
+    big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1000\r\n" + b"x" * 4096 + b"\r\n0\r\n\r\n"
+    server = RawServer(big)
+    try:
+        sleeps = Sleeps()
+        client = FleetClient(f"http://127.0.0.1:{server.port}", TOKEN, sleep=sleeps, max_response_bytes=1024)
+        with pytest.raises(FleetError, match="limit") as info:
+            client.teams()
+        assert not info.value.retryable and sleeps == []
+    finally:
+        server.close()

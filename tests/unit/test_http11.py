@@ -52,8 +52,8 @@ class RawServer:
                         return
                     buf += chunk
                 head, _, buf = buf.partition(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length:")))
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), b"0"))
                 while len(buf) < length:
                     buf += conn.recv(65536)
                 self.requests.append(head + b"\r\n\r\n" + buf[:length])
@@ -249,3 +249,32 @@ def test_ascii_host_names_skip_the_idna_codec():
             "print('encodings.idna' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_get_without_content_says_nothing_of_its_length(serve):
+    server = serve(OK, OK)
+    conn = server.connection()
+    conn.request("GET", "/a", {"Host": "x"}, b"")
+    conn.request("POST", "/b", {"Host": "x"}, b"")
+    get, post = server.requests
+    assert b"content-length" not in get.lower() and b"\r\nContent-Length: 0\r\n" in post
+
+
+def test_a_connection_can_have_a_smaller_body_cap(serve):
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
+    long = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + b"x" * 20
+    for answer in (chunked, long, CLOSE(b"HTTP/1.1 200 OK\r\n\r\n" + b"y" * 30)):
+        server = serve(answer)
+        conn = http11.Connection("127.0.0.1", server.port, timeout=2.0, max_body=10)
+        conn.connect()
+        with pytest.raises(http11.BodyTooLarge, match="10"):
+            conn.request("GET", "/", {}, b"")
+    assert http11.Connection("h", 1, timeout=1, max_body=10 ** 12).max_body == http11.MAX_BODY
+
+
+def test_nothing_at_all_is_told_apart_from_a_broken_head(serve):
+    for answer, kind in ((None, http11.ClosedBeforeResponse), (CLOSE(b"HTTP/1.1 200"), http11.BadResponse)):
+        conn = serve(answer).connection()
+        with pytest.raises(kind) as info:
+            conn.request("POST", "/", {}, b"{}")
+        assert (type(info.value) is http11.ClosedBeforeResponse) == (kind is http11.ClosedBeforeResponse)

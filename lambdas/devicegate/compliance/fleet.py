@@ -1,8 +1,9 @@
 """Fleet's REST API (v1), the subset devicegate reads: hosts, one host with its policy results,
 the host's device users, policies (global and per team) and teams.
 
-Stdlib only (``http.client`` + ``ssl``): it runs in Lambda, and it must stay cheap to import, so
-``http.client``, ``ssl`` and ``email.utils`` are imported on first use.
+Stdlib only (``ssl`` and devicegate.http11, the strict HTTP/1.1 client awsjson uses too): it
+runs in Lambda, and it must stay cheap to import, so ``ssl``, ``http11`` and ``email.utils`` are
+imported on first use.
 
 What the client guarantees:
 
@@ -377,6 +378,8 @@ class FleetClient:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = port
+        bracketed = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal
+        self._host_header = bracketed if port in (None, 443 if self._https else 80) else f"{bracketed}:{port}"
         self._prefix = parts.path.rstrip("/")
         self.base_url = f"{parts.scheme}://{parts.netloc}{self._prefix}"
         self._token = token
@@ -581,7 +584,7 @@ class FleetClient:
                     if not err.retryable:
                         raise err
                     if status in (429, 503):
-                        delay = retry_after_seconds(headers.get("Retry-After"), cap=self.retry_after_cap)
+                        delay = retry_after_seconds(headers.get("retry-after"), cap=self.retry_after_cap)
             if attempt >= self.max_attempts:
                 raise FleetError(f"{err.message} (gave up after {attempt} attempts)", err.status, retryable=True)
             if delay is None:
@@ -604,7 +607,7 @@ class FleetClient:
                                   f"({self.base_url} should be the Fleet server's base URL)", status)
             return FleetError(f"Fleet has no {what} (HTTP 404{detail})", status)
         if 300 <= status < 400:
-            location = (headers.get("Location") or "").split("?")[0]
+            location = (headers.get("location") or "").split("?")[0]
             return FleetError(f"Fleet answered {what} with a redirect (HTTP {status}) to {_short(location)!r}: "
                               "set the Fleet URL to the final https:// address", status)
         if status == 429 or status >= 500:
@@ -617,24 +620,33 @@ class FleetClient:
     # -- transport
 
     def _connection(self):
-        import http.client
+        """(connection, whether it was kept alive from an earlier request)."""
+        from .. import http11
 
         if self._conn is not None:
-            return self._conn, True
-        if self._https:
-            if self._ssl_context is None:
-                import ssl
+            # an idle kept-alive socket that is readable was closed by Fleet (or holds junk);
+            # poll, not select: a busy process may have descriptors above select's limit
+            import select
 
-                try:
-                    ctx = ssl.create_default_context(cafile=self._ca_bundle)
-                except (OSError, ssl.SSLError) as exc:
-                    raise FleetError(f"cannot load the CA bundle {self._ca_bundle!r}: {_short(str(exc))}") from None
-                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-                self._ssl_context = ctx
-            self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._ssl_context)
-        else:
-            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        return self._conn, False
+            idle = select.poll()
+            idle.register(self._conn.sock, select.POLLIN)
+            if not idle.poll(0):
+                return self._conn, True
+            self._drop()
+        if self._https and self._ssl_context is None:
+            import ssl
+
+            try:
+                ctx = ssl.create_default_context(cafile=self._ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise FleetError(f"cannot load the CA bundle {self._ca_bundle!r}: {_short(str(exc))}") from None
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._ssl_context = ctx
+        conn = http11.Connection(self._host, self._port, tls=self._ssl_context if self._https else None,
+                                 timeout=self.timeout, max_body=self.max_response_bytes)
+        conn.connect()
+        self._conn = conn
+        return conn, False
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -645,11 +657,14 @@ class FleetClient:
             self._conn = None
 
     def _send(self, url_path: str):
-        """One GET; (status, headers, body). Transport failures become FleetErrors."""
-        import http.client
+        """One GET; (status, headers by lower-case name, body). Transport failures become
+        FleetErrors."""
         import ssl
 
+        from .. import http11
+
         headers = {
+            "Host": self._host_header,
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
             "Accept-Encoding": "identity",
@@ -657,17 +672,17 @@ class FleetClient:
         }
         with self._lock:
             for stale_retry in (False, True):
-                conn, reused = self._connection()
+                reused = False
                 try:
-                    conn.request("GET", url_path, headers=headers)
-                    resp = conn.getresponse()
-                    body = self._read_body(resp)
-                    if resp.will_close:
+                    conn, reused = self._connection()
+                    status, header_list, body, will_close = conn.request("GET", url_path, headers, b"")
+                    if will_close:
                         self._drop()
-                    return resp.status, resp.headers, body
-                except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+                    return status, {name.lower(): value for name, value in header_list}, body
+                except (http11.ClosedBeforeResponse, ConnectionResetError, BrokenPipeError,
+                        ConnectionAbortedError) as exc:
                     self._drop()
-                    # A kept-alive connection the server has since closed: resend once at once.
+                    # A kept-alive connection Fleet has since closed: send the GET again at once.
                     if reused and not stale_retry:
                         continue
                     raise FleetError(f"the connection to Fleet ({self._host}) broke: {type(exc).__name__}",
@@ -682,10 +697,18 @@ class FleetClient:
                 except TimeoutError:
                     self._drop()
                     raise FleetError(f"Fleet ({self._host}) did not answer within {self.timeout:g}s", retryable=True) from None
-                except http.client.IncompleteRead:
+                except http11.BodyTooLarge as exc:
                     self._drop()
-                    raise FleetError("Fleet's response was truncated (the connection closed mid-body)", retryable=True) from None
-                except (OSError, http.client.HTTPException) as exc:
+                    raise FleetError(f"Fleet's response is over the {self.max_response_bytes}-byte limit "
+                                     f"({_short(str(exc))})") from None
+                except http11.BadResponse as exc:
+                    self._drop()
+                    if "short of the body" in str(exc):
+                        raise FleetError("Fleet's response was truncated (the connection closed mid-body)",
+                                         retryable=True) from None
+                    raise FleetError(f"Fleet's answer is not an HTTP/1.1 response we accept: {_short(str(exc))}",
+                                     retryable=True) from None
+                except OSError as exc:
                     self._drop()
                     raise FleetError(f"could not talk to Fleet ({self._host}): {type(exc).__name__}: "
                                      f"{self._redact(_short(str(exc)))}", retryable=True) from None
@@ -693,22 +716,3 @@ class FleetClient:
                     self._drop()
                     raise
         raise AssertionError("unreachable")
-
-    def _read_body(self, resp) -> bytes:
-        cap = self.max_response_bytes
-        length = resp.getheader("Content-Length")
-        if length is not None:
-            if not length.strip().isdigit():
-                raise FleetError("Fleet sent an invalid Content-Length", retryable=True)
-            if int(length) > cap:
-                raise FleetError(f"Fleet's response is {int(length)} bytes, over the {cap}-byte limit")
-            return resp.read()  # raises IncompleteRead when the body stops short
-        chunks, total = [], 0
-        while True:
-            chunk = resp.read(65536)
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > cap:
-                raise FleetError(f"Fleet's response is over the {cap}-byte limit")
-            chunks.append(chunk)
