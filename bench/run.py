@@ -23,7 +23,7 @@ from . import common
 SECTIONS = ("scep_inprocess", "scep_http", "sso", "coldstart", "storage", "bundle")
 
 FULL = dict(scep_n=20, scep_repeats=5, profile_n=40, http_n=25, http_repeats=5, levels=[1, 2, 4, 8], per_client=6,
-            tput_repeats=5, sso_n=20, sso_repeats=5, lasso_n=20, pysaml2_n=10, cold_repeats=7, sync_hosts=50)
+            tput_repeats=5, sso_n=20, sso_repeats=5, lasso_n=20, pysaml2_n=10, cold_repeats=11, sync_hosts=50)
 QUICK = dict(scep_n=3, scep_repeats=1, profile_n=4, http_n=3, http_repeats=1, levels=[1, 2], per_client=2,
              tput_repeats=1, sso_n=3, sso_repeats=1, lasso_n=3, pysaml2_n=2, cold_repeats=1, sync_hosts=5)
 
