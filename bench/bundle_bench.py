@@ -31,7 +31,7 @@ def _no_wheels(platform: str, python_version: str, allow_download: bool) -> dict
                                           bundle_mod.platform_tags(platform, python_version), python_version)[:32]
     if bundle_mod._cached_wheels(entry) is None and not allow_download:
         return {"skipped": f"no cached wheels for {platform} py{python_version} in {CACHE} "
-                           "(run `python -m infra.bundle` once, or pass --allow-download)"}
+                           f"(run `.venv/bin/python -m infra.bundle --platform {platform}` once, or pass --allow-download)"}
     return None
 
 

@@ -44,6 +44,7 @@ def render(r: dict) -> str:
         "```sh",
         "cd /work/main",
         ".venv/bin/python -m infra.bundle     # once: caches the manylinux wheels the bundle figure needs",
+        ".venv/bin/python -m infra.bundle --platform manylinux2014_x86_64   # once: the bundle's own bytecode cold start",
         ".venv/bin/python -m bench            # full run: writes bench/results.json and this file",
         ".venv/bin/python -m bench --quick    # smoke run (every section, one repeat, cold start of health and scep "
         "only; CPU on whole clock ticks): bench/results-quick.json",
