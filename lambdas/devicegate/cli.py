@@ -200,14 +200,22 @@ def _local_tool(args) -> int:
             command = args.fleet_command
             if command == "add-host":
                 data = tools.fleet_add_host(args.state_dir, args.uuid, args.hostname, args.email, args.team)
+                host = data.get("host", {})
+                text = (f"host {host.get('uuid')} added to the simulated Fleet (id {host.get('id')}, "
+                        f"hostname {host.get('hostname')!r}" + (f", team {host['team_name']!r}" if host.get("team_name") else "")
+                        + ")")
             elif command == "set-policy":
                 data = tools.fleet_set_policy(args.state_dir, args.host, args.policy, args.result,
                                               critical=args.critical, resolution=args.resolution)
+                policy = data.get("policy", {})
+                text = (f"host {args.host.upper()}: policy {policy.get('name')!r} (id {policy.get('id')}"
+                        + (", critical" if policy.get("critical") else "") + f") is now {args.result}")
             elif command == "remove-host":
                 data = tools.fleet_remove_host(args.state_dir, args.uuid)
+                text = f"host {args.uuid.upper()} removed (the next sync revokes its certificates)"
             else:
                 data = tools.fleet_state(args.state_dir)
-            text = json.dumps(data, indent=2)
+                text = _fleet_listing(data)
     except tools.ToolError as exc:
         print(f"devicegate: {exc}", file=sys.stderr)
         return 1
@@ -217,6 +225,24 @@ def _local_tool(args) -> int:
     if args.local_command == "sync":
         return 0 if data["complete"] else 4
     return 0
+
+
+def _fleet_listing(state: dict) -> str:
+    """The simulated Fleet's hosts, each with its policy results, and its policies."""
+    teams = {str(t["id"]): t["name"] for t in state.get("teams", {}).values()}
+    policies = state.get("policies", {})
+    lines = [f"hosts ({len(state.get('hosts', {}))}):"]
+    for host_id, host in sorted(state.get("hosts", {}).items(), key=lambda item: int(item[0])):
+        team = teams.get(str(host.get("team_id")))
+        lines.append(f"  {host.get('uuid')}  {host.get('hostname')}" + (f"  team {team}" if team else ""))
+        for policy_id, result in sorted(state.get("results", {}).get(host_id, {}).items(), key=lambda item: int(item[0])):
+            lines.append(f"      {result:4s}  {policies.get(policy_id, {}).get('name', 'policy ' + policy_id)}")
+    lines.append(f"policies ({len(policies)}):")
+    for policy_id, policy in sorted(policies.items(), key=lambda item: int(item[0])):
+        scope = teams.get(str(policy.get("team_id"))) or "global"
+        lines.append(f"  {policy_id:>3}  {policy.get('name')}  ({scope}" + (", critical" if policy.get("critical") else "")
+                     + ")")
+    return "\n".join(lines)
 
 
 def ops_commands() -> tuple[str, ...]:

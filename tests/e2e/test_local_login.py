@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -92,3 +93,25 @@ def test_json_anywhere_and_set_policy_keeps_criticality(stack):
          "--policy", "Disk space", "--result", "fail", "--json"], check=True, capture_output=True, text=True,
         timeout=60).stdout)
     assert first["policy"]["critical"] is True and again["policy"]["critical"] is True
+
+
+def test_the_fleet_commands_speak_plainly_without_json(stack):
+    state = str(stack.state_dir)
+    host = "7A0C3E8A-1B2C-4D5E-8F90-A1B2C3D4E5F7"
+
+    def text(*args):
+        result = subprocess.run([sys.executable, "-m", "devicegate", "local", "fleet", *args, "--state-dir", state],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    added = text("add-host", "--uuid", host.lower(), "--hostname", "bob-mbp", "--team", "Design")
+    assert added.startswith(f"host {host} added to the simulated Fleet (id ") and "'bob-mbp'" in added and "'Design'" in added
+    set_ = text("set-policy", "--host", host, "--policy", "Firewall on", "--result", "fail", "--critical")
+    assert re.fullmatch(rf"host {host}: policy 'Firewall on' \(id \d+, critical\) is now fail\n", set_)
+    listing = text("list")
+    assert f"  {host}  bob-mbp  team Design\n      fail  Firewall on\n" in listing
+    assert re.search(r"^policies \(\d+\):\n(.*\n)*\s+\d+  Firewall on  \(Design, critical\)$", listing, re.M)
+    assert text("remove-host", "--uuid", host) == f"host {host} removed (the next sync revokes its certificates)\n"
+    state_json = dg("local", "fleet", "list", "--state-dir", state)  # --json: the simulator's state as it is
+    assert all(h["uuid"] != host for h in state_json["hosts"].values()) and "results" in state_json
