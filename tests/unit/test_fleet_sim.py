@@ -377,3 +377,24 @@ def test_the_simulator_serves_https_with_the_given_certificate(tmp_path):
         assert call(sim, "GET", "/api/v1/fleet/teams", context=ctx)[1] == {"teams": []}
         with pytest.raises(ssl.SSLError):
             call(sim, "GET", "/api/v1/fleet/teams", context=ssl.create_default_context())
+
+
+def test_the_fleet_process_stops_once_its_parent_is_gone(tmp_path):
+    """A stack killed before the death signal was armed (or that it missed) leaves no Fleet behind:
+    the process watches for its parent, named at spawn, to be gone."""
+    import subprocess
+    import sys
+
+    (tmp_path / "token").write_text("t0ken\n")
+    ready = tmp_path / "ready.json"
+    env = {**os.environ, "DEVICEGATE_FLEET_SIM_PARENT": "999999999"}  # a parent that is not (any more) ours
+    proc = subprocess.Popen([sys.executable, "-m", "devicegate.local.fleet_sim", "--state", str(tmp_path / "s.json"),
+                             "--token-file", str(tmp_path / "token"), "--ready-file", str(ready)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        assert ready.exists()  # it did start and serve first
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -883,12 +883,17 @@ def serve(argv: list[str] | None = None) -> int:
     tmp = ready.with_name(f".{ready.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"url": sim.url, "pid": os.getpid()}) + "\n")
     os.replace(tmp, ready)
+    # The parent's death signal (PR_SET_PDEATHSIG, set before exec) can be missed: a parent that
+    # died before it was set, or before this process ran at all. A parent gone is a stop too.
+    parent = int(os.environ.get("DEVICEGATE_FLEET_SIM_PARENT") or os.getppid())
     try:
-        stopping.wait()
+        while not stopping.wait(0.5):
+            if os.getppid() != parent:
+                break
     finally:
         sim.stop()
-        with sim._lock:  # a state write in progress finishes first
-            pass
+        if sim._lock.acquire(timeout=5):  # a state write in progress finishes first
+            sim._lock.release()
     return 0
 
 
@@ -917,7 +922,8 @@ class SimulatedFleetProcess:
         if self.certfile:
             argv += ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile)]
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+                                        start_new_session=True, preexec_fn=_die_with_parent,
+                                        env={**os.environ, "DEVICEGATE_FLEET_SIM_PARENT": str(os.getpid())})
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
