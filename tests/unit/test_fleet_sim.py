@@ -398,3 +398,35 @@ def test_the_fleet_process_stops_once_its_parent_is_gone(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_signals_in_quick_succession_stop_the_fleet_process(tmp_path):
+    """SIGTERMs arriving together (the stack's stop, then the parent-death signal) used to
+    deadlock a handler that set a threading.Event; the process must end on them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "token").write_text("t0ken\n")
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "devicegate.local.fleet_sim", "--state", str(tmp_path / "s.json"),
+                             "--token-file", str(tmp_path / "token"), "--ready-file", str(ready)],
+                            env={**os.environ, "DEVICEGATE_FLEET_SIM_PARENT": str(os.getpid())},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists(), proc.stderr.read()
+        for _ in range(20000):  # a burst: some land while an earlier one's handler runs
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                break
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -862,7 +862,8 @@ def serve(argv: list[str] | None = None) -> int:
     the simulated Fleet as a process of its own, as a real Fleet is a server of its own. Once it
     answers, its URL is written (atomically) to the ready file; SIGTERM or SIGINT stops it."""
     import argparse
-    import signal
+
+    from .signals import wait_for_stop
 
     parser = argparse.ArgumentParser(prog="devicegate.local.fleet_sim")
     parser.add_argument("--state", required=True, help="the state file (hosts, policies, results)")
@@ -873,9 +874,7 @@ def serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+    # SIGTERM or SIGINT before the server is up: the default action ends the process at once
     token = Path(args.token_file).read_text().strip()
     sim = SimulatedFleet(args.state, token=token, certfile=args.certfile, keyfile=args.keyfile,
                          host=args.host, port=args.port).start()
@@ -887,9 +886,7 @@ def serve(argv: list[str] | None = None) -> int:
     # died before it was set, or before this process ran at all. A parent gone is a stop too.
     parent = int(os.environ.get("DEVICEGATE_FLEET_SIM_PARENT") or os.getppid())
     try:
-        while not stopping.wait(0.5):
-            if os.getppid() != parent:
-                break
+        wait_for_stop(also=lambda: os.getppid() != parent)
     finally:
         sim.stop()
         if sim._lock.acquire(timeout=5):  # a state write in progress finishes first

@@ -30,7 +30,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -185,15 +184,14 @@ def run(state_dir: Path, config: OriginConfig) -> int:
     telemetry.add_sink(sink)
     routes = [Route(r.listener, r.path, r.load_handler(), name=f"devicegate-{r.function}")
               for r in routes_mod.ROUTES if r.listener == "device"]
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    from .signals import wait_for_stop
+
     origin = Origin(routes, config).start()
     try:
         print(f"devicegate origin for {config.device_url} listening on {origin.url} "
               f"(serial: {config.serial_header}, {config.serial_format}; leaf: {config.leaf_header or 'none'})",
               flush=True)
-        stop.wait()
+        wait_for_stop()
     finally:
         origin.stop()
         telemetry.remove_sink(sink)

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -510,9 +509,8 @@ def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0, fleet_ur
         fleet_token_file: Path | None = None, sync_interval: float = 60.0, fleet_ca_bundle: Path | None = None,
         aws_fault_proxy: bool = False) -> int:
     """Run in the foreground until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    from .signals import wait_for_stop
+
     stack = LocalStack(state_dir, public_port=public_port, device_port=device_port, fleet_url=fleet_url,
                        fleet_token_file=fleet_token_file, sync_interval=sync_interval, fleet_ca_bundle=fleet_ca_bundle,
                        aws_fault_proxy=aws_fault_proxy)
@@ -532,7 +530,7 @@ def run(state_dir: Path, *, public_port: int = 0, device_port: int = 0, fleet_ur
             "Ctrl-C stops it; the state dir keeps the CA and issued certificates.",
             flush=True,
         )
-        stop.wait()
+        wait_for_stop()
     finally:
         stack.stop()
         print("devicegate local stack stopped", file=sys.stderr, flush=True)
