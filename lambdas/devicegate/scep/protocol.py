@@ -229,18 +229,24 @@ class _Signed(tuple):
         return _certificates(self.data, self.fields)
 
 
-def _signed_data_fields(data: bytes, error=Malformed) -> list[der.Element]:
-    """The fields of a ContentInfo holding a SignedData (the last one a SET: the signerInfos);
-    ``error`` if it holds something else."""
-    parts = der.children(data, der.whole(data, der.SEQUENCE, "ContentInfo"))
+def _content_fields(data: bytes, what: str, content_type: bytes, other_type) -> list[der.Element]:
+    """The fields of the SEQUENCE a ContentInfo (all of ``data``, named ``what``) holds, which
+    must be of ``content_type`` (OID octets); ``other_type()`` is raised for another one."""
+    parts = der.children(data, der.whole(data, der.SEQUENCE, what))
     if not parts or parts[0][0] != der.OID:
         raise der.DerError("ContentInfo has no contentType")
-    if der.contents(data, parts[0]) != _OID_SIGNED_DATA_BODY:
-        raise error("pkiMessage is not a CMS SignedData")
+    if der.contents(data, parts[0]) != content_type:
+        raise other_type()
     if len(parts) != 2 or parts[1][0] != 0xA0:
         raise der.DerError("ContentInfo has no [0] content")
-    signed = der.fields(data, parts[1], (der.SEQUENCE,), "ContentInfo content")[0]
-    fields = der.children(data, signed)
+    return der.children(data, der.fields(data, parts[1], (der.SEQUENCE,), "ContentInfo content")[0])
+
+
+def _signed_data_fields(data: bytes) -> list[der.Element]:
+    """The fields of a ContentInfo holding a SignedData (the last one a SET: the signerInfos);
+    Malformed if it holds something else."""
+    fields = _content_fields(data, "ContentInfo", _OID_SIGNED_DATA_BODY,
+                             lambda: Malformed("pkiMessage is not a CMS SignedData"))
     if len(fields) < 4 or fields[-1][0] != der.SET:
         raise der.DerError("SignedData has no signerInfos")
     return fields
@@ -686,14 +692,8 @@ class _Enveloped(tuple):
 def _read_enveloped(envelope: bytes) -> _Enveloped:
     """DerError for bytes not shaped as an EnvelopedData; Refusal if it is another content type."""
     data = definite_lengths(envelope)
-    parts = der.children(data, der.whole(data, der.SEQUENCE, "pkcsPKIEnvelope"))
-    if not parts or parts[0][0] != der.OID:
-        raise der.DerError("ContentInfo has no contentType")
-    if der.contents(data, parts[0]) != _OID_ENVELOPED_DATA_BODY:
-        raise Refusal(FailInfo.BAD_REQUEST, "pkcsPKIEnvelope is not a CMS EnvelopedData")
-    if len(parts) != 2 or parts[1][0] != 0xA0:
-        raise der.DerError("ContentInfo has no [0] content")
-    fields = der.children(data, der.fields(data, parts[1], (der.SEQUENCE,), "ContentInfo content")[0])
+    fields = _content_fields(data, "pkcsPKIEnvelope", _OID_ENVELOPED_DATA_BODY,
+                             lambda: Refusal(FailInfo.BAD_REQUEST, "pkcsPKIEnvelope is not a CMS EnvelopedData"))
     # version, [0] originatorInfo (optional), recipientInfos, encryptedContentInfo, [1] unprotectedAttrs
     tags = tuple(f[0] for f in fields)
     at = 2 if len(tags) > 1 and tags[1] == 0xA0 else 1
