@@ -29,7 +29,6 @@ import hmac
 import json
 import os
 import random
-import select
 import ssl  # at import, as before: the real endpoints are https (a local moto is not)
 import time
 import urllib.parse
@@ -335,13 +334,8 @@ class Client:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 break
-            # an idle keep-alive socket that is readable was closed by the server (or holds junk);
-            # poll, not select: a busy process may have descriptors above select's limit
-            if conn.sock is not None:
-                idle = select.poll()
-                idle.register(conn.sock, select.POLLIN)
-                if not idle.poll(0):
-                    return conn
+            if conn.reusable():
+                return conn
             conn.close()
         conn = http11.Connection(self._hostname, self._port, tls=self._tls, timeout=self.connect_timeout)
         conn.connect()

@@ -26,6 +26,7 @@ close``, HTTP/1.0 with ``keep-alive``) and nothing arrived beyond the response.
 from __future__ import annotations
 
 import errno
+import select
 import socket
 
 MAX_LINE = 64 * 1024  # as http.client
@@ -79,6 +80,16 @@ class Connection:
             sock.close()
             raise
         self.sock = sock
+
+    def reusable(self) -> bool:
+        """Whether this kept-alive connection can take the next request: open, and not readable
+        while idle (readable then means the server closed it, or sent bytes nobody asked for).
+        poll, not select: a busy process may have descriptors above select's limit."""
+        if self.sock is None:
+            return False
+        idle = select.poll()
+        idle.register(self.sock, select.POLLIN)
+        return not idle.poll(0)
 
     def close(self) -> None:
         sock, self.sock = self.sock, None

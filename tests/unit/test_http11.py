@@ -5,6 +5,7 @@ with BadResponse (and through awsjson: retried, then a TransportError)."""
 from __future__ import annotations
 
 import socket
+import time
 import threading
 
 import pytest
@@ -278,3 +279,19 @@ def test_nothing_at_all_is_told_apart_from_a_broken_head(serve):
         with pytest.raises(kind) as info:
             conn.request("POST", "/", {}, b"{}")
         assert (type(info.value) is http11.ClosedBeforeResponse) == (kind is http11.ClosedBeforeResponse)
+
+
+def test_a_kept_alive_connection_is_reusable_until_the_server_closes_it(serve):
+    server = serve(OK, CLOSE(OK))
+    conn = server.connection()
+    conn.request("POST", "/", {}, b"{}")
+    assert conn.reusable()
+    _, _, _, will_close = conn.request("POST", "/", {}, b"{}")  # the server answers, then closes
+    assert not will_close  # it did not say so in the response: only the socket tells
+    for _ in range(100):
+        if not conn.reusable():
+            break
+        time.sleep(0.01)
+    assert not conn.reusable()
+    conn.close()
+    assert not conn.reusable()

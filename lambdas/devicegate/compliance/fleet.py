@@ -624,13 +624,7 @@ class FleetClient:
         from .. import http11
 
         if self._conn is not None:
-            # an idle kept-alive socket that is readable was closed by Fleet (or holds junk);
-            # poll, not select: a busy process may have descriptors above select's limit
-            import select
-
-            idle = select.poll()
-            idle.register(self._conn.sock, select.POLLIN)
-            if not idle.poll(0):
+            if self._conn.reusable():
                 return self._conn, True
             self._drop()
         if self._https and self._ssl_context is None:
