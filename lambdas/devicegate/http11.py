@@ -45,6 +45,10 @@ class BodyTooLarge(BadResponse):
     """The response's body is over the connection's ``max_body``."""
 
 
+class TruncatedBody(BadResponse):
+    """The connection closed before the body its framing promised had all arrived."""
+
+
 class ClosedBeforeResponse(BadResponse):
     """The peer closed the connection without sending a byte of a response: on a kept-alive
     connection, the server had closed it while it was idle (the request is safe to send again
@@ -143,7 +147,7 @@ class Connection:
     def _exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
             if not self._recv():
-                raise BadResponse(f"the connection closed {n - len(self._buf)} bytes short of the body")
+                raise TruncatedBody(f"the connection closed {n - len(self._buf)} bytes short of the body")
         data = bytes(self._buf[:n])
         del self._buf[:n]
         return data

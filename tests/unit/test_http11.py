@@ -295,3 +295,11 @@ def test_a_kept_alive_connection_is_reusable_until_the_server_closes_it(serve):
     assert not conn.reusable()
     conn.close()
     assert not conn.reusable()
+
+
+def test_a_body_cut_short_is_told_apart(serve):
+    for answer in (CLOSE(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"),
+                   CLOSE(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}")):
+        conn = serve(answer).connection()
+        with pytest.raises(http11.TruncatedBody, match="short of the body"):
+            conn.request("POST", "/", {}, b"{}")

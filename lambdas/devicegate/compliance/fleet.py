@@ -695,11 +695,12 @@ class FleetClient:
                     self._drop()
                     raise FleetError(f"Fleet's response is over the {self.max_response_bytes}-byte limit "
                                      f"({_short(str(exc))})") from None
+                except http11.TruncatedBody:
+                    self._drop()
+                    raise FleetError("Fleet's response was truncated (the connection closed mid-body)",
+                                     retryable=True) from None
                 except http11.BadResponse as exc:
                     self._drop()
-                    if "short of the body" in str(exc):
-                        raise FleetError("Fleet's response was truncated (the connection closed mid-body)",
-                                         retryable=True) from None
                     raise FleetError(f"Fleet's answer is not an HTTP/1.1 response we accept: {_short(str(exc))}",
                                      retryable=True) from None
                 except OSError as exc:
